@@ -1,0 +1,138 @@
+"""The flow of a record, in order: decode -> validate -> batch; and of a batch: settle, then commit.
+
+poll -> decode -> validate -> batch          (Ingest.add, on the consumer thread)
+settle(batch):                               (on the flush thread)
+    1. produce the batch's dead letters and wait for the broker's acknowledgement
+    2. one transaction: COPY to staging, upsert per tenant, offsets ledger
+       (a poison row: roll back, isolate the bad rows by halving, dead-letter them, go to 1)
+    3. hand the next offsets back; the consumer thread commits them to Kafka, only now
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import psycopg
+
+from mds_sink.batcher import Batcher, DeadLetter, Source, TableBatch, TopicPartition
+from mds_sink.codec import Decoder
+from mds_sink.errors import ErrorClass, classify, write_rejection
+from mds_sink.rejection import RecordRejected, field_error
+from mds_sink.tables import TableSpec
+from mds_sink.validate import VALIDATORS, Record, Row, Rules
+from mds_sink.writer import WriteResult
+
+log = logging.getLogger(__name__)
+
+
+class Message(Protocol):
+    """What the pipeline reads of a consumed record (confluent_kafka.Message has all of it)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def value(self) -> bytes | None: ...
+
+
+@dataclass
+class Ingest:
+    """Decode, validate and batch records of the routed topics."""
+
+    routes: Mapping[str, TableSpec]  # topic -> table
+    decoders: Mapping[str, Decoder]  # table -> decoder
+    rules: Rules
+    batcher: Batcher
+    on_reject: Callable[[DeadLetter], None] = lambda _dl: None
+    validators: Mapping[str, Callable[[Record, Rules], Row]] = field(default_factory=lambda: VALIDATORS)
+
+    def add(self, msg: Message, now_ms: float) -> None:
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic is not None and partition is not None and offset is not None  # set on every record
+        spec = self.routes[topic]
+        batch = self.batcher.batch(spec, now_ms)
+        value = msg.value()
+        size = len(value) if value is not None else 0
+        source = Source(topic, partition, offset, msg)
+        try:
+            record = self.decoders[spec.name].decode(value)
+            row = self.validators[spec.name](record, self.rules)
+        except RecordRejected as exc:
+            dead = DeadLetter(source, exc.rejection)
+            batch.reject(source, exc.rejection, size)
+            self.on_reject(dead)
+            return
+        except (KeyError, TypeError, ValueError) as exc:  # a writer schema without a field the rules need
+            dead = DeadLetter(source, field_error(exc))
+            batch.reject(source, dead.rejection, size)
+            self.on_reject(dead)
+            return
+        batch.add(row, source, size)
+
+
+class RowWriter(Protocol):
+    def write(
+        self, spec: TableSpec, rows: Sequence[Row], next_offsets: Mapping[TopicPartition, int], *, commit: bool = True
+    ) -> WriteResult: ...
+
+
+class DeadLetterSink(Protocol):
+    def __call__(self, dead: Sequence[DeadLetter]) -> None:
+        """Produce and wait for the broker's acknowledgement; raise if not acknowledged."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    table: str
+    rows: int
+    dead_letters: list[DeadLetter]
+    next_offsets: dict[TopicPartition, int]
+
+
+class PoisonNotIsolated(Exception):
+    """The database refused the batch but no single row could be blamed: a bug, never dead-lettered."""
+
+
+def isolate_poison(spec: TableSpec, entries: Sequence[tuple[Row, Source]], writer: RowWriter) -> list[DeadLetter]:
+    """Halve the rows until each refused one stands alone; probes are rolled back, never committed."""
+    try:
+        writer.write(spec, [row for row, _ in entries], {}, commit=False)
+        return []
+    except psycopg.Error as exc:
+        if classify(exc) is not ErrorClass.POISON:
+            raise
+        if len(entries) == 1:
+            return [DeadLetter(entries[0][1], write_rejection(exc))]
+    mid = len(entries) // 2
+    return isolate_poison(spec, entries[:mid], writer) + isolate_poison(spec, entries[mid:], writer)
+
+
+def settle(batch: TableBatch, writer: RowWriter, send_dead_letters: DeadLetterSink) -> Settled:
+    """Steps 1 and 2 of the flow. Transient errors propagate to the caller, which retries all of it."""
+    spec = batch.spec
+    entries = list(batch.rows.values())
+    dead = list(batch.dead_letters)
+    # Step 1: the decode/validate dead letters are acknowledged before any offset can move.
+    send_dead_letters(dead)
+    for _attempt in range(3):
+        try:
+            # Step 2: rows and ledger in one transaction.
+            result = writer.write(spec, [row for row, _ in entries], batch.next_offsets)
+            return Settled(spec.name, result.rows, dead, dict(batch.next_offsets))
+        except psycopg.Error as exc:
+            if classify(exc) is not ErrorClass.POISON:
+                raise
+            log.warning(
+                "flush of %s refused by the database (%s): isolating the bad rows", spec.name, str(exc).splitlines()[0]
+            )
+        bad = isolate_poison(spec, entries, writer)
+        if not bad:
+            break
+        send_dead_letters(bad)
+        dead.extend(bad)
+        blamed = {id(d.source) for d in bad}
+        entries = [e for e in entries if id(e[1]) not in blamed]
+    raise PoisonNotIsolated(f"the database refused a batch of {spec.name} but no single row on its own")

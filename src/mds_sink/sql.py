@@ -1,0 +1,78 @@
+"""SQL text for a flush, built once per table from its spec (pure, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mds_sink.tables import TableSpec
+
+
+@dataclass(frozen=True, slots=True)
+class FlushSql:
+    create_stage: str
+    copy: str
+    upsert: str  # parameter: %(tenant)s
+    stage_table: str
+
+
+def _changed(names: list[str]) -> str:
+    excluded = ", ".join(f"EXCLUDED.{n}" for n in names)
+    current = ", ".join(f"t.{n}" for n in names)
+    return f"({excluded}) IS DISTINCT FROM ({current})"
+
+
+def flush_sql(spec: TableSpec) -> FlushSql:
+    stage = f"mds_stage_{spec.name}"
+    names = list(spec.column_names)
+    create = (
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} ("
+        + ", ".join(f"{c.name} {c.stage_type}" for c in spec.columns)
+        + ") ON COMMIT DELETE ROWS"
+    )
+    copy = f"COPY {stage} ({', '.join(names)}) FROM STDIN"
+    select = ", ".join(c.expr("s") for c in spec.columns)
+    insert = (
+        f"INSERT INTO {spec.name} AS t ({', '.join(names)}) SELECT {select} FROM {stage} s "
+        f"WHERE s.tenant_id = %(tenant)s "
+        f"ON CONFLICT ({', '.join(spec.key)}) "
+    )
+    if spec.on_conflict == "ignore":
+        insert += "DO NOTHING"
+    else:
+        values = [n for n in names if n not in spec.key]
+        sets = ", ".join(f"{n} = EXCLUDED.{n}" for n in values) + ", ingested_at = now()"
+        # Rewriting an identical row costs a dead tuple and WAL: a replay must be a no-op.
+        changed = _changed(values)
+        rev = spec.revision_column
+        where = f"EXCLUDED.{rev} > t.{rev} OR (EXCLUDED.{rev} = t.{rev} AND {changed})" if rev else changed
+        insert += f"DO UPDATE SET {sets} WHERE {where}"
+
+    feed = spec.latest_price
+    if feed is None:
+        return FlushSql(create, copy, insert, stage)
+    upsert = (
+        f"WITH written AS ({insert} RETURNING t.tenant_id, t.vendor, t.symbol, t.ts, "
+        f"{feed.price} AS price, {feed.bid} AS bid, {feed.ask} AS ask) "
+        "INSERT INTO latest_prices AS lp (tenant_id, vendor, symbol, price, bid, ask, ts, source) "
+        f"SELECT DISTINCT ON (tenant_id, vendor, symbol) tenant_id, vendor, symbol, price, bid, ask, ts, "
+        f"{feed.source} FROM written ORDER BY tenant_id, vendor, symbol, ts DESC "
+        "ON CONFLICT (tenant_id, vendor, symbol) DO UPDATE SET price = EXCLUDED.price, bid = EXCLUDED.bid, "
+        "ask = EXCLUDED.ask, ts = EXCLUDED.ts, source = EXCLUDED.source, updated_at = now() "
+        # Only forward in time: a late or replayed older row never moves the latest price back.
+        "WHERE EXCLUDED.ts > lp.ts OR (EXCLUDED.ts = lp.ts AND "
+        "(EXCLUDED.price, EXCLUDED.bid, EXCLUDED.ask, EXCLUDED.source) IS DISTINCT FROM "
+        "(lp.price, lp.bid, lp.ask, lp.source))"
+    )
+    return FlushSql(create, copy, upsert, stage)
+
+
+LEDGER_UPSERT = (
+    "INSERT INTO sink_offsets (consumer_group, topic, partition, next_offset) "
+    "VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (consumer_group, topic, partition) DO UPDATE "
+    "SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+)
+
+LEDGER_SELECT = "SELECT topic, partition, next_offset FROM sink_offsets WHERE consumer_group = %s AND topic = ANY(%s)"
+
+SET_TENANT = "SELECT set_config('app.tenant_id', %s, true)"

@@ -1,0 +1,222 @@
+"""What each target table looks like to the sink: columns, how they are staged, the natural key.
+
+Rows travel from decode to COPY in their raw Avro representation (timestamps as int microseconds,
+dates as int days, tenant ids as text): building Python datetime/UUID objects per record costs more
+than the COPY itself, and the conversion is almost free in SQL (`from_stage`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+_TS = "timestamptz 'epoch' + {c} * interval '1 microsecond'"
+_DATE = "date '1970-01-01' + {c}"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    pg_type: str
+    stage_type: str
+    from_stage: str = "{c}"  # SQL turning the staged value `{c}` into pg_type
+
+    def expr(self, alias: str) -> str:
+        return self.from_stage.format(c=f"{alias}.{self.name}")
+
+
+def _ts(name: str) -> Column:
+    return Column(name, "timestamptz", "bigint", _TS)
+
+
+def _date(name: str) -> Column:
+    return Column(name, "date", "integer", _DATE)
+
+
+def _text(name: str) -> Column:
+    return Column(name, "text", "text")
+
+
+def _float(name: str) -> Column:
+    return Column(name, "double precision", "double precision")
+
+
+def _int(name: str, pg_type: str = "bigint") -> Column:
+    return Column(name, pg_type, pg_type)
+
+
+_TENANT = Column("tenant_id", "uuid", "text", "{c}::uuid")
+
+
+@dataclass(frozen=True, slots=True)
+class LatestPriceFeed:
+    """How rows of a table move latest_prices: price and time expressions over the written row."""
+
+    price: str
+    bid: str
+    ask: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    name: str
+    record: str  # Avro schema file stem in schemas/
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    time_column: str | None  # the hypertable dimension; None for non-time-series tables
+    on_conflict: Literal["update", "ignore"] = "update"
+    revision_column: str | None = None
+    latest_price: LatestPriceFeed | None = None
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def key_index(self) -> tuple[int, ...]:
+        names = self.column_names
+        return tuple(names.index(k) for k in self.key)
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+BARS = TableSpec(
+    name="bars",
+    record="bar",
+    columns=(
+        _ts("ts"),
+        _TENANT,
+        _text("vendor"),
+        _text("symbol"),
+        _text("timeframe"),
+        _float("open"),
+        _float("high"),
+        _float("low"),
+        _float("close"),
+        _float("volume"),
+        _float("vwap"),
+        _int("trade_count"),
+        _int("revision", "integer"),
+    ),
+    key=("ts", "tenant_id", "vendor", "symbol", "timeframe"),
+    time_column="ts",
+    revision_column="revision",
+    latest_price=LatestPriceFeed(
+        price="close", bid="NULL::double precision", ask="NULL::double precision", source="'bar'"
+    ),
+)
+
+QUOTES = TableSpec(
+    name="quotes",
+    record="quote",
+    columns=(
+        _ts("ts"),
+        _TENANT,
+        _text("vendor"),
+        _text("symbol"),
+        _float("bid"),
+        _float("ask"),
+        _float("bid_size"),
+        _float("ask_size"),
+        _text("exchange"),
+        _int("revision", "integer"),
+    ),
+    key=("ts", "tenant_id", "vendor", "symbol"),
+    time_column="ts",
+    revision_column="revision",
+    latest_price=LatestPriceFeed(price="(bid + ask) / 2", bid="bid", ask="ask", source="'quote'"),
+)
+
+FUNDAMENTALS = TableSpec(
+    name="fundamentals",
+    record="fundamentals",
+    columns=(
+        _date("as_of"),
+        _TENANT,
+        _text("vendor"),
+        _text("symbol"),
+        _text("period"),
+        _text("currency"),
+        _float("total_assets"),
+        _float("total_liabilities"),
+        _float("revenue"),
+        _float("net_income"),
+        _float("eps"),
+        _float("shares_outstanding"),
+        _int("revision", "integer"),
+    ),
+    key=("as_of", "tenant_id", "vendor", "symbol", "period"),
+    time_column="as_of",
+    revision_column="revision",
+)
+
+NEWS = TableSpec(
+    name="news",
+    record="news",
+    columns=(
+        _ts("published_at"),
+        _TENANT,
+        _text("news_id"),
+        _text("vendor"),
+        _text("title"),
+        _text("symbol"),
+        _text("url"),
+        _text("summary"),
+        _float("sentiment_score"),
+    ),
+    key=("published_at", "tenant_id", "news_id"),
+    time_column="published_at",
+)
+
+OPTION_SNAPSHOTS = TableSpec(
+    name="option_snapshots",
+    record="option_snapshot",
+    columns=(
+        _ts("ts"),
+        _TENANT,
+        _text("vendor"),
+        _text("underlying"),
+        _date("expiry"),
+        _text("option_type"),
+        _float("strike"),
+        _float("iv"),
+        _float("delta"),
+        _float("gamma"),
+        _float("theta"),
+        _float("vega"),
+        _int("open_interest"),
+        _int("volume"),
+        _float("spot"),
+        _float("bid"),
+        _float("ask"),
+    ),
+    key=("ts", "tenant_id", "vendor", "underlying", "expiry", "option_type", "strike"),
+    time_column="ts",
+)
+
+JOBS = TableSpec(
+    name="jobs",
+    record="job_request",
+    columns=(
+        _TENANT,
+        _text("idempotency_key"),
+        _text("job_type"),
+        Column("payload", "jsonb", "text", "{c}::jsonb"),
+        _int("priority", "integer"),
+        _ts("requested_at"),
+        _text("requested_by"),
+    ),
+    key=("tenant_id", "idempotency_key"),
+    time_column=None,
+    on_conflict="ignore",  # an outbox: the first request for a key is the job; repeats change nothing
+)
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (BARS, QUOTES, FUNDAMENTALS, NEWS, OPTION_SNAPSHOTS, JOBS)}
+
+# Tables whose every row belongs to one tenant; all are under RLS (or the guard trigger).
+TENANT_TABLES: tuple[str, ...] = (*TABLES, "latest_prices")

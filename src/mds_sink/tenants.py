@@ -1,0 +1,40 @@
+"""Keeps the tenant set current: reloaded every few seconds, so `admin tenants add` needs no restart."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from mds_sink.validate import TenantSet
+
+log = logging.getLogger(__name__)
+
+
+class TenantRefresher:
+    def __init__(self, load: Callable[[], dict[str, bool]], tenants: TenantSet, every_s: float) -> None:
+        self._load = load
+        self._tenants = tenants
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mds-tenants", daemon=True)
+
+    def refresh(self) -> None:
+        loaded = self._load()
+        if loaded != self._tenants.active:
+            log.info("tenant set: %d known, %d active", len(loaded), sum(loaded.values()))
+        # One assignment swaps the whole map: the consumer thread sees the old set or the new one.
+        self._tenants.active = loaded
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            try:
+                self.refresh()
+            except Exception as exc:
+                log.debug("tenant refresh failed: %s", exc)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,297 @@
+"""The consumer loop: the only place that sequences I/O (poll, hand batches to the flusher, commit)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import AdminClient
+from psycopg_pool import ConnectionPool
+
+from mds_sink import __version__, deadletter
+from mds_sink.batcher import Batcher, DeadLetter, TopicPartition
+from mds_sink.codec import Decoder, SchemaSource, load_schema_file
+from mds_sink.flusher import Flusher, FlushFailed
+from mds_sink.kafka_io import (
+    BrokerUnavailable,
+    DeadLetterProducer,
+    StartupError,
+    admin_config,
+    consumer_config,
+    dlq_topic_config,
+    ensure_topics,
+    partition_counts,
+    producer_config,
+)
+from mds_sink.pipeline import Ingest, Settled, settle
+from mds_sink.preflight import check_database, open_schema_source
+from mds_sink.resources import resource_dir
+from mds_sink.settings import Settings
+from mds_sink.state import SinkState
+from mds_sink.tables import TABLES
+from mds_sink.tenants import TenantRefresher
+from mds_sink.validate import Rules, TenantSet
+from mds_sink.writer import Writer, open_pool
+
+log = logging.getLogger(__name__)
+
+CONSUME_BATCH = 1000
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, state: SinkState | None = None) -> None:
+        self.settings = settings
+        self.state = state or SinkState()
+        self.stopping = threading.Event()
+        self.routes = {topic: TABLES[table] for topic, table in settings.topics.table_by_topic().items()}
+        self._lost: set[TopicPartition] = set()
+        self._paused = False
+
+    # -- start-up -------------------------------------------------------------------------------
+    def _open(self) -> None:
+        s = self.settings
+        self.pool: ConnectionPool = open_pool(
+            s.database.url.get_secret_value(),
+            min_size=s.database.pool_min_size,
+            max_size=s.database.pool_max_size,
+            connect_timeout_s=s.database.connect_timeout_s,
+            statement_timeout_ms=s.database.statement_timeout_ms,
+        )
+        self.state.schema_revision = check_database(s, self.pool)
+        self.state.database_ok = True
+        self.writer = Writer(self.pool, s.kafka.group_id)
+
+        admin = AdminClient(admin_config(s))
+        try:
+            counts = partition_counts(admin, self.routes)
+        except BrokerUnavailable as exc:
+            raise StartupError(f"cannot reach the broker at {s.kafka.bootstrap_servers}: {exc}") from None
+        table_topics = {topic: table for table, topic in s.topics.model_dump().items()}
+        for topic in self.routes:
+            if topic not in counts:
+                raise StartupError(
+                    f"topic {topic!r} (setting topics.{table_topics.get(topic, '?')}) does not exist on "
+                    f"{s.kafka.bootstrap_servers}"
+                )
+        dlq_topics = {deadletter.dead_letter_topic(s.topics.dead_letter, t): 1 for t in self.routes}
+        for created in ensure_topics(admin, dlq_topics, dlq_topic_config()):
+            log.info("created dead-letter topic %s", created)
+
+        schemas_dir = s.schemas_dir or resource_dir("schemas")
+        source: SchemaSource = open_schema_source(s, schemas_dir)
+        self.decoders = {
+            spec.name: Decoder(load_schema_file(schemas_dir / f"{spec.record}.avsc"), source)
+            for spec in self.routes.values()
+        }
+        self.tenants = TenantSet()
+        self.refresher = TenantRefresher(self.writer.tenants, self.tenants, s.validation.tenant_refresh_s)
+        self.refresher.refresh()
+        self.rules = Rules(
+            self.tenants,
+            now_us=int(time.time() * 1e6),
+            max_future_skew_us=s.validation.max_future_skew_s * 1_000_000,
+            symbol_max_length=s.validation.symbol_max_length,
+        )
+        self.batcher = Batcher(s.batching.max_rows, s.batching.max_ms, s.batching.max_bytes)
+        self.ingest = Ingest(self.routes, self.decoders, self.rules, self.batcher, on_reject=self._rejected)
+        self.dlq = DeadLetterProducer(Producer(producer_config(s)))
+        self.flusher = Flusher(
+            lambda b: settle(b, self.writer, self._send_dead_letters), retry=s.retry, state=self.state
+        )
+        self.consumer = Consumer(consumer_config(s))
+
+    def _send_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
+        now = datetime.now(UTC)
+        records = [
+            deadletter.build(
+                d,
+                topic_pattern=self.settings.topics.dead_letter,
+                group=self.settings.kafka.group_id,
+                version=__version__,
+                now=now,
+            )
+            for d in dead
+        ]
+        self.dlq.send(records, timeout_s=30.0)
+        for d in dead:
+            if d.rejection.stage == "write":
+                self._rejected(d)
+
+    def _rejected(self, d: DeadLetter) -> None:
+        log.warning(
+            "dead letter: %s",
+            d.rejection.describe(),
+            extra={
+                "topic": d.source.topic,
+                "partition": d.source.partition,
+                "offset": d.source.offset,
+                "reason": d.rejection.code,
+                "stage": d.rejection.stage,
+            },
+        )
+
+    # -- rebalances -----------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._lost.difference_update(tps)
+        ledger = self._read_ledger()
+        committed = {(p.topic, p.partition): p.offset for p in consumer.committed(partitions, timeout=30)}
+        for p in partitions:
+            ahead = ledger.get((p.topic, p.partition))
+            # A crash between the database commit and the Kafka commit: the ledger is ahead.
+            if ahead is not None and ahead > committed.get((p.topic, p.partition), -1):
+                p.offset = ahead
+                log.info(
+                    "resuming from the offsets ledger at %d (Kafka had %d)",
+                    ahead,
+                    committed.get((p.topic, p.partition), -1),
+                    extra={"topic": p.topic, "partition": p.partition},
+                )
+        consumer.incremental_assign(partitions)
+        self.state.assignment.update(tps)
+        self.state.joined = True
+        if self._paused:
+            consumer.pause(partitions)
+            self.state.paused.update(tps)
+
+    def _read_ledger(self) -> dict[TopicPartition, int]:
+        for attempt in range(5):
+            try:
+                return self.writer.ledger(self.routes)
+            except Exception as exc:
+                log.warning("cannot read the offsets ledger (attempt %d): %s", attempt + 1, exc)
+                time.sleep(min(2.0**attempt, 5.0))
+        log.error("offsets ledger unreadable: starting from Kafka's committed offsets (re-delivery is idempotent)")
+        return {}
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        if tps & self.state.assignment:
+            self._drain(self.batcher.tables_with(tps), deadline_s=self.settings.shutdown_deadline_s)
+        self.state.assignment.difference_update(tps)
+        self.state.paused.difference_update(tps)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        dropped = self.batcher.drop(tps)
+        self._lost.update(tps)
+        self.state.assignment.difference_update(tps)
+        self.state.paused.difference_update(tps)
+        log.warning("partitions lost: %s; dropped %d buffered records, nothing committed", sorted(tps), dropped)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _commit(self, settled: Settled) -> None:
+        offsets = [
+            KafkaTopicPartition(t, p, o)
+            for (t, p), o in settled.next_offsets.items()
+            if (t, p) not in self._lost and (t, p) in self.state.assignment
+        ]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # The ledger already holds these offsets; the next owner seeks to them.
+            log.warning("offset commit failed (%s); the offsets ledger covers it", exc)
+            return
+        for tp in offsets:
+            self.state.committed[(tp.topic, tp.partition)] = tp.offset
+
+    def _handle_done(self, done: Sequence[Settled | FlushFailed]) -> None:
+        for item in done:
+            if isinstance(item, FlushFailed):
+                raise RuntimeError(f"flush of {item.table} failed: {item.error}") from item.error
+            self._commit(item)
+
+    def _submit_due(self, now_ms: float, *, force: Sequence[str] = ()) -> None:
+        for table in [*force, *self.batcher.due(now_ms)]:
+            if not self.flusher.has_room():
+                return
+            batch = self.batcher.take(table)
+            if batch is not None:
+                self.flusher.submit(batch)
+
+    def _drain(self, tables: Sequence[str], *, deadline_s: float) -> bool:
+        """Flush these tables now and wait for them (and everything before them) to commit."""
+        deadline = time.monotonic() + deadline_s
+        remaining = list(tables)
+        while remaining or self.flusher.pending:
+            while remaining and self.flusher.has_room():
+                batch = self.batcher.take(remaining.pop(0))
+                if batch is not None:
+                    self.flusher.submit(batch)
+            self._handle_done(self.flusher.collect(timeout_s=0.05))
+            self.state.beat()
+            if time.monotonic() > deadline:
+                self.flusher.abort.set()
+                log.error("drain deadline of %.0fs passed; uncommitted records will be re-delivered", deadline_s)
+                return False
+        return True
+
+    def _backpressure(self) -> None:
+        full = self.batcher.buffered >= self.settings.batching.max_buffered_records or (
+            not self.flusher.has_room() and any(self.batcher.is_full(t) for t in self.batcher.batches)
+        )
+        assignment = [KafkaTopicPartition(t, p) for t, p in self.state.assignment]
+        if full and not self._paused:
+            self.consumer.pause(assignment)
+            self._paused = True
+            self.state.paused.update(self.state.assignment)
+        elif not full and self._paused:
+            self.consumer.resume(assignment)
+            self._paused = False
+            self.state.paused.clear()
+
+    def run(self) -> int:
+        """Consume until stopped; returns the process exit code."""
+        self._open()
+        s = self.settings
+        self.consumer.subscribe(
+            list(self.routes), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        self.refresher.start()
+        poll_s = s.kafka.poll_timeout_ms / 1000
+        log.info("consuming %s as group %s", ", ".join(sorted(self.routes)), s.kafka.group_id)
+        try:
+            while not self.stopping.is_set():
+                msgs = self.consumer.consume(CONSUME_BATCH, timeout=poll_s)
+                now_ms = time.monotonic() * 1000
+                self.rules.now_us = int(time.time() * 1e6)
+                for msg in msgs:
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            log.warning("consumer error: %s", err)
+                        continue
+                    self.ingest.add(msg, now_ms)
+                self._handle_done(self.flusher.collect())
+                self._submit_due(now_ms)
+                self._backpressure()
+                self.state.beat()
+            drained = self._drain(list(self.batcher.batches), deadline_s=s.shutdown_deadline_s)
+        finally:
+            self.refresher.stop()
+            self.flusher.close()
+            try:
+                self.consumer.close()  # leaves the group; revocation finds nothing left to flush
+            except Exception as exc:
+                log.warning("consumer close: %s", exc)
+            self.dlq.close()
+            self.pool.close()
+        log.info("stopped%s", "" if drained else " without draining everything")
+        return 0 if drained else 1
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: Any) -> None:
+            log.info("received %s: draining", signal.Signals(signum).name)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
