@@ -19,33 +19,33 @@ depends_on: str | None = None
 
 log = logging.getLogger("mds_sink.migrate")
 
-TENANT_TABLES = ("bars", "quotes", "fundamentals", "news", "option_snapshots", "jobs", "latest_prices")
+# Bars are stored by timeframe class, so each class gets its own chunk interval, compression and
+# retention (minute bars are many and short-lived, day bars few and kept for years). `bars` is a view.
+BAR_TABLES = {
+    "bars_minute": ("1m", "5m", "15m", "30m"),
+    "bars_hour": ("1h", "4h"),
+    "bars_day": ("1d", "1w"),
+}
+TENANT_TABLES = (*BAR_TABLES, "quotes", "fundamentals", "news", "option_snapshots", "jobs", "latest_prices")
 
 # Time-series tables and the chunk interval they start with (policies come from `admin policies`).
 HYPERTABLES = {
-    "bars": ("ts", "1 day"),
+    "bars_minute": ("ts", "1 day"),
+    "bars_hour": ("ts", "7 days"),
+    "bars_day": ("ts", "30 days"),
     "quotes": ("ts", "1 day"),
     "fundamentals": ("as_of", "365 days"),
     "news": ("published_at", "30 days"),
     "option_snapshots": ("ts", "1 day"),
 }
 
-TABLES_SQL = """
-CREATE TABLE tenants (
-    tenant_id   uuid PRIMARY KEY,
-    name        text NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 200),
-    active      boolean NOT NULL DEFAULT true,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE tenants IS 'Tenants whose data the sink accepts; disabled tenants are rejected.';
-
-CREATE TABLE bars (
+BAR_SQL = """
+CREATE TABLE {table} (
     ts           timestamptz NOT NULL,
     tenant_id    uuid NOT NULL,
     vendor       text NOT NULL,
     symbol       text NOT NULL,
-    timeframe    text NOT NULL,
+    timeframe    text NOT NULL CHECK (timeframe IN ({timeframes})),
     open         double precision NOT NULL CHECK (open >= 0),
     high         double precision NOT NULL CHECK (high >= 0),
     low          double precision NOT NULL CHECK (low >= 0),
@@ -58,7 +58,25 @@ CREATE TABLE bars (
     PRIMARY KEY (ts, tenant_id, vendor, symbol, timeframe),
     CHECK (high >= low)
 );
-CREATE INDEX bars_symbol_ts ON bars (tenant_id, symbol, timeframe, ts DESC);
+CREATE INDEX {table}_symbol_ts ON {table} (tenant_id, symbol, timeframe, ts DESC);
+"""
+
+# Readers query one relation; security_invoker makes the tables' row security apply to the caller.
+BARS_VIEW_SQL = """
+CREATE VIEW bars WITH (security_invoker = true) AS
+    SELECT * FROM bars_minute UNION ALL SELECT * FROM bars_hour UNION ALL SELECT * FROM bars_day;
+COMMENT ON VIEW bars IS 'All bars; stored in bars_minute, bars_hour and bars_day by timeframe.';
+"""
+
+TABLES_SQL = """
+CREATE TABLE tenants (
+    tenant_id   uuid PRIMARY KEY,
+    name        text NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 200),
+    active      boolean NOT NULL DEFAULT true,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE tenants IS 'Tenants whose data the sink accepts; disabled tenants are rejected.';
 
 CREATE TABLE quotes (
     ts           timestamptz NOT NULL,
@@ -206,6 +224,9 @@ def upgrade() -> None:
     _require_role(writer, "the sink's writer")
     _require_role(reader, "the read-only role")
     op.execute(TABLES_SQL)
+    for table, timeframes in BAR_TABLES.items():
+        op.execute(BAR_SQL.format(table=table, timeframes=", ".join(f"'{t}'" for t in timeframes)))
+    op.execute(BARS_VIEW_SQL)
 
     if _timescaledb():
         for table, (column, interval) in HYPERTABLES.items():
@@ -229,6 +250,7 @@ def upgrade() -> None:
         op.execute(f'GRANT SELECT ON {table} TO "{reader}"')
 
     op.execute(f'GRANT USAGE ON SCHEMA public TO "{writer}", "{reader}"')
+    op.execute(f'GRANT SELECT ON bars TO "{writer}", "{reader}"')
     op.execute(f'GRANT SELECT ON tenants TO "{writer}", "{reader}"')
     op.execute(f'GRANT SELECT, INSERT, UPDATE ON sink_offsets TO "{writer}"')
     op.execute(f'GRANT SELECT ON sink_offsets TO "{reader}"')
@@ -247,5 +269,6 @@ def downgrade() -> None:
         "DO $$ BEGIN EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM %I, %I', "
         f"current_database(), '{writer}', '{reader}'); END $$"
     )
+    op.execute("DROP VIEW IF EXISTS bars")
     for table in ("sink_offsets", *reversed(TENANT_TABLES), "tenants"):
         op.execute(f"DROP TABLE IF EXISTS {table} CASCADE")

@@ -23,6 +23,7 @@ from tenacity import (
 
 from mds_sink.batcher import TableBatch
 from mds_sink.errors import ErrorClass, classify
+from mds_sink.metrics import BATCH_BYTES, BATCH_ROWS, BREAKER_OPEN, LAST_FLUSH, RETRIES, ROWS_WRITTEN
 from mds_sink.pipeline import Settled
 from mds_sink.settings import RetrySettings
 from mds_sink.state import LastFlush, SinkState
@@ -56,6 +57,7 @@ class Flusher:
         self._done: queue.Queue[Settled | FlushFailed] = queue.Queue()
         self._pending = 0
         self._lock = threading.Lock()
+        self.newest_event_us: dict[str, int] = {}
         self.abort = threading.Event()  # set when the drain deadline passes: give up retrying
         self._thread = threading.Thread(target=self._run, name="mds-flush", daemon=True)
         self._thread.start()
@@ -103,10 +105,28 @@ class Flusher:
                 self._state.last_error = f"{batch.spec.name}: {exc}"
                 self._done.put(FlushFailed(batch.spec.name, exc))
                 continue
+            now = time.time()
             self._state.last_flush = LastFlush(
-                settled.table, time.time(), settled.rows, len(settled.dead_letters), time.monotonic() - started
+                settled.table, now, settled.rows, len(settled.dead_letters), time.monotonic() - started
             )
+            ROWS_WRITTEN.labels(settled.table).inc(settled.rows)
+            BATCH_ROWS.labels(settled.table).observe(settled.rows)
+            BATCH_BYTES.labels(settled.table).observe(batch.bytes)
+            LAST_FLUSH.set(now)
+            self._record_newest(batch)
             self._done.put(settled)
+
+    def _record_newest(self, batch: TableBatch) -> None:
+        """Newest event time written per topic, for the freshness gauge."""
+        column = batch.spec.time_column
+        if column is None or not batch.rows:
+            return
+        at = batch.spec.column_names.index(column)
+        newest = max(row[at] for row, _ in batch.rows.values())
+        newest_us = newest * 86_400_000_000 if batch.spec.column(column).pg_type == "date" else newest
+        for topic, _partition in batch.partitions:
+            if newest_us > self.newest_event_us.get(topic, -1):
+                self.newest_event_us[topic] = newest_us
 
     def _should_retry(self, exc: BaseException) -> bool:
         kind = classify(exc)
@@ -123,6 +143,7 @@ class Flusher:
         self._failures += 1
         if self._failures >= self._retry.breaker_threshold and not self._state.breaker_open:
             self._state.breaker_open = True
+            BREAKER_OPEN.set(1)
             log.error("circuit breaker open after %d failures in a row; backing off", self._failures)
         self._state.database_ok = False
         self._state.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -132,6 +153,7 @@ class Flusher:
             call.next_action.sleep if call.next_action else 0.0,
             self._state.last_error,
         )
+        RETRIES.labels(classify(exc).value).inc()
         self._on_retry(classify(exc).value, exc)
 
     def _settle_retrying(self, batch: TableBatch) -> Settled:
@@ -148,5 +170,6 @@ class Flusher:
         if self._state.breaker_open:
             log.info("database is back: circuit breaker closed")
         self._state.breaker_open = False
+        BREAKER_OPEN.set(0)
         self._state.database_ok = True
         return settled

@@ -113,8 +113,9 @@ class BatchingSettings(_Group):
 
 
 class HttpSettings(_Group):
+    enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(default=8088, ge=0, le=65_535)
+    port: int = Field(default=8088, ge=0, le=65_535, description="0 picks a free port.")
     admin_token: SecretStr | None = None
 
     @field_validator("admin_token")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mds_sink.tables import TableSpec
+from mds_sink.tables import TableSpec, Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,41 +21,51 @@ def _changed(names: list[str]) -> str:
     return f"({excluded}) IS DISTINCT FROM ({current})"
 
 
-def flush_sql(spec: TableSpec) -> FlushSql:
-    stage = f"mds_stage_{spec.name}"
+def _insert(spec: TableSpec, target: Target, stage: str) -> str:
     names = list(spec.column_names)
+    select = ", ".join(c.expr("s") for c in spec.columns)
+    where = "s.tenant_id = %(tenant)s" + (f" AND s.{target.where}" if target.where else "")
+    sql = (
+        f"INSERT INTO {target.table} AS t ({', '.join(names)}) SELECT {select} FROM {stage} s WHERE {where} "
+        f"ON CONFLICT ({', '.join(spec.key)}) "
+    )
+    if spec.on_conflict == "ignore":
+        return sql + "DO NOTHING"
+    values = [n for n in names if n not in spec.key]
+    sets = ", ".join(f"{n} = EXCLUDED.{n}" for n in values) + ", ingested_at = now()"
+    # Rewriting an identical row costs a dead tuple and WAL: a replay must be a no-op.
+    changed = _changed(values)
+    rev = spec.revision_column
+    condition = f"EXCLUDED.{rev} > t.{rev} OR (EXCLUDED.{rev} = t.{rev} AND {changed})" if rev else changed
+    return sql + f"DO UPDATE SET {sets} WHERE {condition}"
+
+
+def flush_sql(spec: TableSpec) -> FlushSql:
+    """Staging DDL, COPY, and one statement that upserts a tenant's staged rows into every target."""
+    stage = f"mds_stage_{spec.name}"
     create = (
         f"CREATE TEMP TABLE IF NOT EXISTS {stage} ("
         + ", ".join(f"{c.name} {c.stage_type}" for c in spec.columns)
         + ") ON COMMIT DELETE ROWS"
     )
-    copy = f"COPY {stage} ({', '.join(names)}) FROM STDIN"
-    select = ", ".join(c.expr("s") for c in spec.columns)
-    insert = (
-        f"INSERT INTO {spec.name} AS t ({', '.join(names)}) SELECT {select} FROM {stage} s "
-        f"WHERE s.tenant_id = %(tenant)s "
-        f"ON CONFLICT ({', '.join(spec.key)}) "
-    )
-    if spec.on_conflict == "ignore":
-        insert += "DO NOTHING"
-    else:
-        values = [n for n in names if n not in spec.key]
-        sets = ", ".join(f"{n} = EXCLUDED.{n}" for n in values) + ", ingested_at = now()"
-        # Rewriting an identical row costs a dead tuple and WAL: a replay must be a no-op.
-        changed = _changed(values)
-        rev = spec.revision_column
-        where = f"EXCLUDED.{rev} > t.{rev} OR (EXCLUDED.{rev} = t.{rev} AND {changed})" if rev else changed
-        insert += f"DO UPDATE SET {sets} WHERE {where}"
-
+    copy = f"COPY {stage} ({', '.join(spec.column_names)}) FROM STDIN"
+    inserts = [_insert(spec, target, stage) for target in spec.physical]
     feed = spec.latest_price
     if feed is None:
-        return FlushSql(create, copy, insert, stage)
+        if len(inserts) == 1:
+            return FlushSql(create, copy, inserts[0], stage)
+        ctes = ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(inserts))
+        return FlushSql(create, copy, f"WITH {ctes} SELECT 1", stage)
+    returning = (
+        f" RETURNING t.tenant_id, t.vendor, t.symbol, t.ts, {feed.price} AS price, {feed.bid} AS bid, {feed.ask} AS ask"
+    )
+    ctes = ", ".join(f"w{i} AS ({sql}{returning})" for i, sql in enumerate(inserts))
+    written = " UNION ALL ".join(f"SELECT * FROM w{i}" for i in range(len(inserts)))
     upsert = (
-        f"WITH written AS ({insert} RETURNING t.tenant_id, t.vendor, t.symbol, t.ts, "
-        f"{feed.price} AS price, {feed.bid} AS bid, {feed.ask} AS ask) "
+        f"WITH {ctes} "
         "INSERT INTO latest_prices AS lp (tenant_id, vendor, symbol, price, bid, ask, ts, source) "
         f"SELECT DISTINCT ON (tenant_id, vendor, symbol) tenant_id, vendor, symbol, price, bid, ask, ts, "
-        f"{feed.source} FROM written ORDER BY tenant_id, vendor, symbol, ts DESC "
+        f"{feed.source} FROM ({written}) written ORDER BY tenant_id, vendor, symbol, ts DESC "
         "ON CONFLICT (tenant_id, vendor, symbol) DO UPDATE SET price = EXCLUDED.price, bid = EXCLUDED.bid, "
         "ask = EXCLUDED.ask, ts = EXCLUDED.ts, source = EXCLUDED.source, updated_at = now() "
         # Only forward in time: a late or replayed older row never moves the latest price back.

@@ -24,6 +24,7 @@ class SinkState:
     assignment: set[tuple[str, int]] = field(default_factory=set)
     paused: set[tuple[str, int]] = field(default_factory=set)
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    end_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # high watermarks, as last seen
     last_flush: LastFlush | None = None
     last_error: str | None = None
     schema_revision: str | None = None

@@ -59,8 +59,16 @@ class LatestPriceFeed:
 
 
 @dataclass(frozen=True, slots=True)
+class Target:
+    """A physical table a batch is written to, and which staged rows go there (None: all)."""
+
+    table: str
+    where: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TableSpec:
-    name: str
+    name: str  # the logical table: the topic setting `topics.<name>` and the record type's home
     record: str  # Avro schema file stem in schemas/
     columns: tuple[Column, ...]
     key: tuple[str, ...]
@@ -68,6 +76,11 @@ class TableSpec:
     on_conflict: Literal["update", "ignore"] = "update"
     revision_column: str | None = None
     latest_price: LatestPriceFeed | None = None
+    targets: tuple[Target, ...] = ()
+
+    @property
+    def physical(self) -> tuple[Target, ...]:
+        return self.targets or (Target(self.name),)
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -108,6 +121,12 @@ BARS = TableSpec(
     revision_column="revision",
     latest_price=LatestPriceFeed(
         price="close", bid="NULL::double precision", ask="NULL::double precision", source="'bar'"
+    ),
+    # Stored by timeframe class, each with its own chunking, compression and retention; `bars` is a view.
+    targets=(
+        Target("bars_minute", "timeframe IN ('1m', '5m', '15m', '30m')"),
+        Target("bars_hour", "timeframe IN ('1h', '4h')"),
+        Target("bars_day", "timeframe IN ('1d', '1w')"),
     ),
 )
 
@@ -218,5 +237,5 @@ JOBS = TableSpec(
 
 TABLES: dict[str, TableSpec] = {t.name: t for t in (BARS, QUOTES, FUNDAMENTALS, NEWS, OPTION_SNAPSHOTS, JOBS)}
 
-# Tables whose every row belongs to one tenant; all are under RLS (or the guard trigger).
-TENANT_TABLES: tuple[str, ...] = (*TABLES, "latest_prices")
+# Physical tables whose every row belongs to one tenant; all are under RLS (or the tenant guard).
+TENANT_TABLES: tuple[str, ...] = (*(t.table for spec in TABLES.values() for t in spec.physical), "latest_prices")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +17,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 from psycopg_pool import ConnectionPool
 
-from mds_sink import __version__, deadletter
+from mds_sink import __version__, deadletter, metrics
 from mds_sink.batcher import Batcher, DeadLetter, TopicPartition
 from mds_sink.codec import Decoder, SchemaSource, load_schema_file
 from mds_sink.flusher import Flusher, FlushFailed
@@ -52,7 +54,11 @@ class Worker:
         self.stopping = threading.Event()
         self.routes = {topic: TABLES[table] for topic, table in settings.topics.table_by_topic().items()}
         self._lost: set[TopicPartition] = set()
-        self._paused = False
+        self._paused = False  # backpressure: every assigned partition is paused
+        self.operator_paused: set[TopicPartition] = set()  # paused through the admin API until resumed
+        self._commands: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._flush_requested = False
+        self._gauges_at = 0.0
 
     # -- start-up -------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -125,6 +131,7 @@ class Worker:
                 self._rejected(d)
 
     def _rejected(self, d: DeadLetter) -> None:
+        metrics.DEAD_LETTERS.labels(d.source.topic, d.rejection.stage, d.rejection.code).inc()
         log.warning(
             "dead letter: %s",
             d.rejection.describe(),
@@ -140,14 +147,19 @@ class Worker:
     # -- rebalances -----------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        metrics.REBALANCES.labels("assign").inc()
         self._lost.difference_update(tps)
         ledger = self._read_ledger()
         committed = {(p.topic, p.partition): p.offset for p in consumer.committed(partitions, timeout=30)}
         for p in partitions:
+            start = committed.get((p.topic, p.partition), -1)
+            if start >= 0:
+                self.state.committed[(p.topic, p.partition)] = start
             ahead = ledger.get((p.topic, p.partition))
             # A crash between the database commit and the Kafka commit: the ledger is ahead.
             if ahead is not None and ahead > committed.get((p.topic, p.partition), -1):
                 p.offset = ahead
+                self.state.committed[(p.topic, p.partition)] = ahead
                 log.info(
                     "resuming from the offsets ledger at %d (Kafka had %d)",
                     ahead,
@@ -160,6 +172,7 @@ class Worker:
         if self._paused:
             consumer.pause(partitions)
             self.state.paused.update(tps)
+        log.info("assigned %s", ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
 
     def _read_ledger(self) -> dict[TopicPartition, int]:
         for attempt in range(5):
@@ -173,6 +186,8 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
+        metrics.REBALANCES.labels("revoke").inc()
+        log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
         if tps & self.state.assignment:
             self._drain(self.batcher.tables_with(tps), deadline_s=self.settings.shutdown_deadline_s)
         self.state.assignment.difference_update(tps)
@@ -180,6 +195,7 @@ class Worker:
 
     def _on_lost(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
+        metrics.REBALANCES.labels("lost").inc()
         dropped = self.batcher.drop(tps)
         self._lost.update(tps)
         self.state.assignment.difference_update(tps)
@@ -195,12 +211,16 @@ class Worker:
         ]
         if not offsets:
             return
+        started = time.perf_counter()
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             # The ledger already holds these offsets; the next owner seeks to them.
+            metrics.COMMITS.labels("failed").inc()
             log.warning("offset commit failed (%s); the offsets ledger covers it", exc)
             return
+        metrics.COMMITS.labels("ok").inc()
+        metrics.FLUSH_SECONDS.labels("commit").observe(time.perf_counter() - started)
         for tp in offsets:
             self.state.committed[(tp.topic, tp.partition)] = tp.offset
 
@@ -239,15 +259,92 @@ class Worker:
         full = self.batcher.buffered >= self.settings.batching.max_buffered_records or (
             not self.flusher.has_room() and any(self.batcher.is_full(t) for t in self.batcher.batches)
         )
-        assignment = [KafkaTopicPartition(t, p) for t, p in self.state.assignment]
         if full and not self._paused:
-            self.consumer.pause(assignment)
+            self.consumer.pause([KafkaTopicPartition(t, p) for t, p in self.state.assignment])
             self._paused = True
             self.state.paused.update(self.state.assignment)
         elif not full and self._paused:
-            self.consumer.resume(assignment)
+            # Partitions an operator paused stay paused.
+            resumed = self.state.assignment - self.operator_paused
+            self.consumer.resume([KafkaTopicPartition(t, p) for t, p in resumed])
             self._paused = False
-            self.state.paused.clear()
+            self.state.paused = set(self.operator_paused & self.state.assignment)
+
+    # -- operator actions (called from the HTTP thread; run on the consumer thread) --------------
+    def _matching(self, topic: str, partition: int | None) -> set[TopicPartition]:
+        return {(t, p) for t, p in self.state.assignment if t == topic and (partition is None or p == partition)}
+
+    def pause(self, topic: str, partition: int | None = None) -> None:
+        def act() -> None:
+            chosen = self._matching(topic, partition)
+            self.operator_paused |= chosen
+            self.consumer.pause([KafkaTopicPartition(t, p) for t, p in chosen])
+            self.state.paused |= chosen
+            log.info("paused by operator: %s", sorted(chosen))
+
+        self._commands.put(act)
+
+    def resume(self, topic: str, partition: int | None = None) -> None:
+        def act() -> None:
+            chosen = self._matching(topic, partition) & self.operator_paused
+            self.operator_paused -= chosen
+            if not self._paused:
+                self.consumer.resume([KafkaTopicPartition(t, p) for t, p in chosen])
+                self.state.paused -= chosen
+            log.info("resumed by operator: %s", sorted(chosen))
+
+        self._commands.put(act)
+
+    def flush_now(self) -> None:
+        def act() -> None:
+            self._flush_requested = True
+
+        self._commands.put(act)
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            command()
+
+    def _update_gauges(self, now: float) -> None:
+        if now - self._gauges_at < 1.0:
+            return
+        self._gauges_at = now
+        metrics.ASSIGNED_PARTITIONS.set(len(self.state.assignment))
+        metrics.PAUSED_PARTITIONS.set(len(self.state.paused))
+        metrics.BUFFERED.set(self.batcher.buffered)
+        for tp in self.state.assignment:
+            try:
+                _low, high = self.consumer.get_watermark_offsets(KafkaTopicPartition(*tp), cached=True)
+            except KafkaException:
+                continue
+            if high < 0:
+                continue
+            committed = self.state.committed.get(tp)
+            self.state.end_offsets[tp] = high
+            metrics.LAG.labels(tp[0], str(tp[1])).set(max(0, high - (committed if committed is not None else 0)))
+        wall_us = time.time() * 1e6
+        for topic, newest_us in self.flusher.newest_event_us.items():
+            metrics.FRESHNESS.labels(topic).set(max(0.0, (wall_us - newest_us) / 1e6))
+        stats = self.pool.get_stats()
+        size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        metrics.POOL.labels("in_use").set(size - idle)
+        metrics.POOL.labels("idle").set(idle)
+        metrics.POOL.labels("waiting").set(stats.get("requests_waiting", 0))
+        metrics.UP.set(1 if self.ready() is None else 0)
+
+    def ready(self) -> str | None:
+        """None when ready; otherwise the reason it is not."""
+        if self.state.breaker_open:
+            return "circuit breaker open: the database is failing"
+        if not self.state.database_ok:
+            return "database not reachable"
+        if not self.state.joined:
+            return "not yet joined the consumer group"
+        return None
 
     def run(self) -> int:
         """Consume until stopped; returns the process exit code."""
@@ -257,13 +354,18 @@ class Worker:
             list(self.routes), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         self.refresher.start()
+        from mds_sink.http_api import start_side_port  # noqa: PLC0415  (the HTTP layer imports the worker)
+
+        side_port = start_side_port(self)
         poll_s = s.kafka.poll_timeout_ms / 1000
         log.info("consuming %s as group %s", ", ".join(sorted(self.routes)), s.kafka.group_id)
         try:
             while not self.stopping.is_set():
                 msgs = self.consumer.consume(CONSUME_BATCH, timeout=poll_s)
+                started = time.perf_counter()
                 now_ms = time.monotonic() * 1000
                 self.rules.now_us = int(time.time() * 1e6)
+                per_topic: Counter[str] = Counter()
                 for msg in msgs:
                     err = msg.error()
                     if err is not None:
@@ -271,12 +373,22 @@ class Worker:
                             log.warning("consumer error: %s", err)
                         continue
                     self.ingest.add(msg, now_ms)
+                    per_topic[msg.topic() or ""] += 1
+                if msgs:
+                    metrics.FLUSH_SECONDS.labels("decode").observe(time.perf_counter() - started)
+                    for topic, n in per_topic.items():
+                        metrics.CONSUMED.labels(topic).inc(n)
+                self._run_commands()
                 self._handle_done(self.flusher.collect())
-                self._submit_due(now_ms)
+                forced = list(self.batcher.batches) if self._flush_requested else []
+                self._flush_requested = False
+                self._submit_due(now_ms, force=forced)
                 self._backpressure()
+                self._update_gauges(time.monotonic())
                 self.state.beat()
             drained = self._drain(list(self.batcher.batches), deadline_s=s.shutdown_deadline_s)
         finally:
+            side_port.stop()
             self.refresher.stop()
             self.flusher.close()
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -11,6 +12,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from mds_sink.batcher import TopicPartition
+from mds_sink.metrics import FLUSH_SECONDS
 from mds_sink.sql import LEDGER_SELECT, LEDGER_UPSERT, SET_TENANT, FlushSql, flush_sql
 from mds_sink.tables import TABLES, TableSpec
 from mds_sink.validate import Row
@@ -71,11 +73,13 @@ class Writer:
                 conn.execute(sql.create_stage)
                 staged.add(spec.name)
             with conn.transaction(), conn.cursor() as cur:
+                started = time.perf_counter()
                 if rows:
                     with cur.copy(sql.copy) as copy:
                         for row in rows:
                             copy.write_row(row)
                             by_tenant[row[tenant_at]] += 1
+                copied = time.perf_counter()
                 for tenant in sorted(by_tenant):
                     cur.execute(SET_TENANT, (tenant,))
                     cur.execute(sql.upsert, {"tenant": tenant})
@@ -85,6 +89,9 @@ class Writer:
                     )
                 if not commit:
                     raise psycopg.Rollback()
+        if commit:
+            FLUSH_SECONDS.labels("copy").observe(copied - started)
+            FLUSH_SECONDS.labels("upsert").observe(time.perf_counter() - copied)
         return WriteResult(len(rows), len(by_tenant))
 
     def ledger(self, topics: Iterable[str]) -> dict[TopicPartition, int]:

@@ -1,0 +1,98 @@
+"""Prometheus metrics. Labels stay low-cardinality: topic, table, partition, reason, stage; never tenant or symbol."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from mds_sink import __version__
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_ROWS_BUCKETS = (1, 10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000)
+_BYTES_BUCKETS = (1e3, 1e4, 5e4, 1e5, 5e5, 1e6, 2.5e6, 5e6, 1e7, 2.5e7, 5e7)
+_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+BUILD = Info("mds_sink_build", "Version of the running sink.", registry=REGISTRY)
+BUILD.info({"version": __version__})
+
+CONSUMED = Counter(
+    "mds_sink_messages_consumed_total", "Records consumed from Kafka, per topic.", ["topic"], registry=REGISTRY
+)
+ROWS_WRITTEN = Counter(
+    "mds_sink_rows_written_total",
+    "Rows upserted per logical table (after in-batch dedupe; includes no-op replays).",
+    ["table"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "mds_sink_dead_letters_total",
+    "Records sent to the dead-letter topic, per source topic, stage and reason.",
+    ["topic", "stage", "reason"],
+    registry=REGISTRY,
+)
+BATCH_ROWS = Histogram(
+    "mds_sink_batch_rows", "Rows per flushed batch.", ["table"], buckets=_ROWS_BUCKETS, registry=REGISTRY
+)
+BATCH_BYTES = Histogram(
+    "mds_sink_batch_bytes",
+    "Bytes of record values per flushed batch.",
+    ["table"],
+    buckets=_BYTES_BUCKETS,
+    registry=REGISTRY,
+)
+FLUSH_SECONDS = Histogram(
+    "mds_sink_flush_duration_seconds",
+    "Time spent per flush stage: decode (per consumed chunk), copy, upsert, commit (Kafka offsets).",
+    ["stage"],
+    buckets=_SECONDS_BUCKETS,
+    registry=REGISTRY,
+)
+RETRIES = Counter(
+    "mds_sink_retries_total",
+    "Flush attempts that failed and were retried, per error class.",
+    ["error_class"],
+    registry=REGISTRY,
+)
+BREAKER_OPEN = Gauge(
+    "mds_sink_circuit_breaker_open", "1 while the database circuit breaker is open.", registry=REGISTRY
+)
+COMMITS = Counter(
+    "mds_sink_offset_commits_total", "Kafka offset commits, per result (ok, failed).", ["result"], registry=REGISTRY
+)
+REBALANCES = Counter(
+    "mds_sink_rebalances_total",
+    "Partition assignment changes, per kind (assign, revoke, lost).",
+    ["kind"],
+    registry=REGISTRY,
+)
+PAUSED_PARTITIONS = Gauge(
+    "mds_sink_paused_partitions",
+    "Assigned partitions currently paused (backpressure or operator).",
+    registry=REGISTRY,
+)
+ASSIGNED_PARTITIONS = Gauge("mds_sink_assigned_partitions", "Partitions assigned to this sink.", registry=REGISTRY)
+LAG = Gauge(
+    "mds_sink_consumer_lag_messages",
+    "High watermark minus committed offset, per topic and partition (assigned partitions only).",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+FRESHNESS = Gauge(
+    "mds_sink_freshness_seconds",
+    "Now minus the newest event time written, per topic.",
+    ["topic"],
+    registry=REGISTRY,
+)
+LAST_FLUSH = Gauge(
+    "mds_sink_last_flush_timestamp_seconds", "Unix time of the last successful flush.", registry=REGISTRY
+)
+POOL = Gauge(
+    "mds_sink_db_pool_connections",
+    "Database pool connections, per state (in_use, idle, waiting requests).",
+    ["state"],
+    registry=REGISTRY,
+)
+BUFFERED = Gauge("mds_sink_buffered_records", "Records consumed and not yet settled.", registry=REGISTRY)
+UP = Gauge(
+    "mds_sink_ready", "1 when the sink is ready (database reachable, group joined, breaker closed).", registry=REGISTRY
+)

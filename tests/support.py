@@ -1,0 +1,223 @@
+"""Helpers for tests against the real local stack (deploy/local/stack.sh): topics, tenants, records, a sink."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from mds_sink.kafka_io import admin_config, consumer_config, ensure_topics, producer_config
+from mds_sink.produce import RecordEncoder, encoder_for
+from mds_sink.resources import resource_dir
+from mds_sink.settings import Settings, load_settings
+from mds_sink.tables import TABLES
+from mds_sink.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK = ROOT / "deploy" / "local" / "stack.sh"
+SCHEMAS = resource_dir("schemas")
+
+
+def stack(*args: str) -> str:
+    """Run deploy/local/stack.sh; its stdout (export lines for `up`/`env`) is returned."""
+    done = subprocess.run(["bash", str(STACK), *args], capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"stack.sh {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def parse_exports(text: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("export ") and "=" in line:
+            name, _, value = line[len("export ") :].partition("=")
+            env[name] = value.strip().strip("'\"")
+    return env
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Scenario:
+    """One test's own world: topics, a consumer group and tenants nobody else uses."""
+
+    settings: Settings
+    tenants: dict[str, str] = field(default_factory=dict)  # name -> id
+
+    @property
+    def owner_url(self) -> str:
+        assert self.settings.database.owner_url is not None
+        return self.settings.database.owner_url.get_secret_value()
+
+    @property
+    def reader_url(self) -> str:
+        assert self.settings.database.reader_url is not None
+        return self.settings.database.reader_url.get_secret_value()
+
+    @property
+    def writer_url(self) -> str:
+        return self.settings.database.url.get_secret_value()
+
+    def topic(self, table: str) -> str:
+        topic: str = getattr(self.settings.topics, table)
+        return topic
+
+    def add_tenant(self, name: str, *, active: bool = True) -> str:
+        tenant_id = str(uuid.uuid4())
+        with psycopg.connect(self.owner_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO tenants (tenant_id, name, active) VALUES (%s, %s, %s)", (tenant_id, unique(name), active)
+            )
+        self.tenants[name] = tenant_id
+        return tenant_id
+
+    def encoder(self, table: str) -> RecordEncoder:
+        return encoder_for(TABLES[table], SCHEMAS)
+
+    def produce(self, table: str, records: Iterable[Mapping[str, Any]], *, raw: Iterable[bytes] = ()) -> int:
+        """Encode and produce records (plus raw values as they are); waits for acknowledgement."""
+        encoder = self.encoder(table)
+        producer = Producer(producer_config(self.settings))
+        n = 0
+        for record in records:
+            producer.produce(self.topic(table), key=encoder.key(dict(record)), value=encoder.encode(dict(record)))
+            n += 1
+        for value in raw:
+            producer.produce(self.topic(table), key=b"raw", value=value)
+            n += 1
+        assert producer.flush(30) == 0
+        return n
+
+    def produce_values(
+        self, table: str, items: Iterable[tuple[bytes | None, bytes | None]], *, partition: int | None = None
+    ) -> None:
+        producer = Producer(producer_config(self.settings))
+        for key, value in items:
+            if partition is None:
+                producer.produce(self.topic(table), key=key, value=value)
+            else:
+                producer.produce(self.topic(table), key=key, value=value, partition=partition)
+        assert producer.flush(30) == 0
+
+    def end_offsets(self) -> dict[tuple[str, int], int]:
+        consumer = Consumer({**consumer_config(self.settings), "group.id": unique("probe")})
+        try:
+            out: dict[tuple[str, int], int] = {}
+            metadata = consumer.list_topics(timeout=10)
+            for topic in self.settings.topics.table_by_topic():
+                for p in metadata.topics[topic].partitions:
+                    out[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            return out
+        finally:
+            consumer.close()
+
+    def committed(self) -> dict[tuple[str, int], int]:
+        consumer = Consumer(consumer_config(self.settings))
+        try:
+            parts = [TopicPartition(t, p) for (t, p) in self.end_offsets()]
+            return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(parts, timeout=10)}
+        finally:
+            consumer.close()
+
+    def rows(
+        self, tenant: str | None, sql: str, params: tuple[Any, ...] = (), *, url: str | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run a query as the reader (or `url`) with the tenant context set (None: no context)."""
+        with psycopg.connect(url or self.reader_url) as conn, conn.transaction():
+            if tenant is not None:
+                conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
+            return conn.execute(sql, params).fetchall()
+
+    def dead_letters(self, source_table: str, *, expect: int, timeout_s: float = 30.0) -> list[Any]:
+        """Read `expect` dead letters of a source topic (fails if fewer arrive in time)."""
+        topic = self.settings.topics.dead_letter.replace("{topic}", self.topic(source_table))
+        consumer = Consumer({**consumer_config(self.settings), "group.id": unique("dlq-reader")})
+        consumer.subscribe([topic])
+        found: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            while len(found) < expect and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is not None and msg.error() is None:
+                    found.append(msg)
+            # Anything beyond the expected count is a failure too: give it a moment to show up.
+            extra_deadline = time.monotonic() + 1.0
+            while time.monotonic() < extra_deadline:
+                msg = consumer.poll(0.2)
+                if msg is not None and msg.error() is None:
+                    found.append(msg)
+        finally:
+            consumer.close()
+        return found
+
+
+def make_scenario(partitions: int = 3, tables: Iterable[str] = tuple(TABLES), **overrides: Any) -> Scenario:
+    wanted = set(tables)
+    run = unique("t")
+    topics = {table: (f"{run}.{table}" if table in wanted else "") for table in TABLES}
+    settings = load_settings(
+        kafka={
+            "bootstrap_servers": os.environ["MDS_SINK_KAFKA__BOOTSTRAP_SERVERS"],
+            "group_id": f"{run}.sink",
+            **overrides.pop("kafka", {}),
+        },
+        topics={**topics, **overrides.pop("topics", {})},
+        batching={"max_rows": 500, "max_ms": 200, **overrides.pop("batching", {})},
+        shutdown_deadline_s=overrides.pop("shutdown_deadline_s", 30.0),
+        http={"port": 0, **overrides.pop("http", {})},
+        **overrides,
+    )
+    ensure_topics(AdminClient(admin_config(settings)), {t: partitions for t in settings.topics.table_by_topic()}, {})
+    return Scenario(settings)
+
+
+@contextmanager
+def running_sink(settings: Settings) -> Iterator[Worker]:
+    """A sink in a thread of this process; stopped (drained) when the block ends."""
+    worker = Worker(settings)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # surfaced to the test below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="test-sink", daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stopping.set()
+        thread.join(timeout=settings.shutdown_deadline_s + 15)
+    assert not thread.is_alive(), "the sink did not stop within its drain deadline"
+    if errors:
+        raise errors[0]
+
+
+def wait_until(predicate: Any, *, timeout_s: float = 60.0, what: str = "condition") -> None:
+    """Poll a condition the test states explicitly; fail with `what` if it never holds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def drained(worker: Worker, ends: Mapping[tuple[str, int], int]) -> bool:
+    """Every partition with records has its end offset committed by this worker."""
+    return all(worker.state.committed.get(tp, 0) >= end for tp, end in ends.items() if end > 0)
