@@ -9,6 +9,7 @@ bootstrap:
 	@deploy/local/bootstrap.sh
 
 stack: bootstrap
+	@deploy/local/tools.sh
 	@$(STACK) up >/dev/null
 
 ## The demo: local Kafka + PostgreSQL, migrate, the sink draining the sample stream, what landed.
