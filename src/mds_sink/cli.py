@@ -16,6 +16,7 @@ import typer
 
 from mds_sink import __version__, migrate
 from mds_sink.codec import LocalSchemas
+from mds_sink.control_cli import aggregates_app, policies_app, query_app, retention_app
 from mds_sink.kafka_io import BrokerUnavailable, StartupError
 from mds_sink.logs import configure
 from mds_sink.preflight import describe_dsn
@@ -30,6 +31,10 @@ schemas_app = typer.Typer(no_args_is_help=True, help="The Avro schemas the sink 
 offsets_app = typer.Typer(no_args_is_help=True, help="The consumer group's positions.")
 app.add_typer(admin, name="admin")
 admin.add_typer(tenants_app, name="tenants")
+admin.add_typer(policies_app, name="policies")
+admin.add_typer(aggregates_app, name="aggregates")
+admin.add_typer(retention_app, name="retention")
+app.add_typer(query_app, name="query")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(offsets_app, name="offsets")
 
