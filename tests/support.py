@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +195,9 @@ def running_sink(settings: Settings) -> Iterator[Worker]:
     def run() -> None:
         try:
             worker.run()
-        except BaseException as exc:  # surfaced to the test below
+        except BaseException as exc:  # surfaced to the test below, and to drained() at once
             errors.append(exc)
+            CRASHED[id(worker)] = exc
 
     thread = threading.Thread(target=run, name="test-sink", daemon=True)
     thread.start()
@@ -218,6 +221,69 @@ def wait_until(predicate: Any, *, timeout_s: float = 60.0, what: str = "conditio
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
+CRASHED: dict[int, BaseException] = {}
+
+
 def drained(worker: Worker, ends: Mapping[tuple[str, int], int]) -> bool:
-    """Every partition with records has its end offset committed by this worker."""
+    """Every partition with records has its end offset committed by this worker (which must be alive)."""
+    crash = CRASHED.get(id(worker))
+    if crash is not None:
+        raise AssertionError(f"the sink stopped: {crash}") from crash
     return all(worker.state.committed.get(tp, 0) >= end for tp, end in ends.items() if end > 0)
+
+
+def iso_ts(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")
+
+
+SESSION_START = 1_763_650_800  # 2025-11-20 15:00 UTC: a fixed past session, never "in the future"
+
+
+def bar(
+    tenant: str,
+    symbol: str,
+    minute: int,
+    *,
+    close: float = 100.0,
+    revision: int = 0,
+    timeframe: str = "1m",
+    vendor: str = "polygon",
+    volume: float = 1000.0,
+) -> dict[str, Any]:
+    """A consistent OHLCV bar around `close`."""
+    return {
+        "tenant_id": tenant,
+        "vendor": vendor,
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "ts": iso_ts(SESSION_START + 60 * minute),
+        "open": close - 0.5,
+        "high": close + 1.0,
+        "low": close - 1.0,
+        "close": close,
+        "volume": volume,
+        "vwap": close,
+        "trade_count": 10,
+        "revision": revision,
+    }
+
+
+def sink_env(settings: Settings) -> dict[str, str]:
+    """Environment for a `mds-sink run` subprocess with this scenario's group, topics and batching."""
+    env = dict(os.environ)
+    env["MDS_SINK_KAFKA__GROUP_ID"] = settings.kafka.group_id
+    for table, topic in settings.topics.model_dump().items():
+        env[f"MDS_SINK_TOPICS__{table.upper()}"] = topic
+    for name, value in settings.batching.model_dump().items():
+        env[f"MDS_SINK_BATCHING__{name.upper()}"] = str(value)
+    env["MDS_SINK_HTTP__PORT"] = "0"
+    env["MDS_SINK_SHUTDOWN_DEADLINE_S"] = str(settings.shutdown_deadline_s)
+    env["MDS_SINK_LOG__LEVEL"] = "INFO"
+    return env
+
+
+def start_sink_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "mds_sink", "run"], env=sink_env(settings), stdout=log, stderr=subprocess.STDOUT
+        )

@@ -161,7 +161,7 @@ class Flusher:
         self._failures = 0
         retrying = Retrying(
             retry=retry_if_exception(self._should_retry),
-            wait=wait_exponential_jitter(initial=self._retry.initial_backoff_s, max=self._retry.max_backoff_s),
+            wait=wait_exponential_jitter(multiplier=self._retry.initial_backoff_s, max=self._retry.max_backoff_s),
             stop=stop_when_event_set(self.abort),
             before_sleep=self._before_sleep,
             reraise=True,

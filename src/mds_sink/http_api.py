@@ -1,19 +1,32 @@
-"""The side HTTP port: health, readiness, status and Prometheus metrics, served beside the consumer loop."""
+"""The side HTTP port: health, readiness, status, Prometheus metrics and the admin API.
+
+It runs in its own threads beside the consumer loop and only reads the worker's state; admin
+actions on the consumer are queued to the consumer thread. Every path is in ROUTES, and
+docs/openapi.yaml describes exactly these (tests hold the two together).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import threading
 import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 
-from mds_sink import __version__
-from mds_sink.metrics import REGISTRY
+from mds_sink import __version__, http_admin, metrics
+from mds_sink.http_admin import BadRequest, Reply
 
 if TYPE_CHECKING:
     from mds_sink.worker import Worker
@@ -22,6 +35,213 @@ log = logging.getLogger(__name__)
 
 # A consumer loop that has not turned for this long is stuck (a poll never blocks longer than 5 s).
 HEARTBEAT_LIMIT_S = 30.0
+# A client that sends its request this slowly holds a thread; drop it.
+REQUEST_TIMEOUT_S = 10.0
+ADMIN_REALM = 'Bearer realm="mds-sink admin"'
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, json.dumps(payload, indent=1).encode() + b"\n", headers=headers or {})
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    handler: Callable[[Worker, bytes], Response]
+    admin: bool = False
+
+
+# -- public endpoints -----------------------------------------------------------------------------
+def healthz(worker: Worker, _body: bytes) -> Response:
+    age = time.monotonic() - worker.state.heartbeat
+    if age > HEARTBEAT_LIMIT_S:
+        return json_response(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "stuck", "heartbeat_age_s": round(age, 1)})
+    return json_response(HTTPStatus.OK, {"status": "ok", "heartbeat_age_s": round(age, 3)})
+
+
+def readyz(worker: Worker, _body: bytes) -> Response:
+    reason = worker.ready()
+    if reason is None:
+        return json_response(HTTPStatus.OK, {"status": "ready"})
+    return json_response(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "not ready", "reason": reason})
+
+
+def prometheus_metrics(_worker: Worker, _body: bytes) -> Response:
+    return Response(HTTPStatus.OK, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
+
+
+def _iso(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds")
+
+
+def status(worker: Worker) -> dict[str, Any]:
+    """What an operator asks first: where is each partition, what is paused, when did it last write."""
+    state = worker.state
+    # Snapshots: the consumer thread replaces and updates these while we read.
+    committed, ends = dict(state.committed), dict(state.end_offsets)
+    paused, by_operator = set(state.paused), set(worker.operator_paused)
+    partitions = []
+    for topic, partition in sorted(state.assignment):
+        tp = (topic, partition)
+        end = ends.get(tp)
+        partitions.append(
+            {
+                "topic": topic,
+                "partition": partition,
+                "committed": committed.get(tp),
+                "end": end,
+                "lag": None if end is None else max(0, end - (committed.get(tp) or 0)),
+                "paused": tp in paused,
+                "paused_by_operator": tp in by_operator,
+            }
+        )
+    last = state.last_flush
+    reason = worker.ready()
+    return {
+        "version": __version__,
+        "schema_revision": state.schema_revision,
+        "group": worker.settings.kafka.group_id,
+        "topics": sorted(worker.routes),
+        "ready": reason is None,
+        "not_ready_reason": reason,
+        "heartbeat_age_s": round(time.monotonic() - state.heartbeat, 3),
+        "database_ok": state.database_ok,
+        "breaker_open": state.breaker_open,
+        "partitions": partitions,
+        "lag_total": sum(p["lag"] or 0 for p in partitions),
+        "paused": [f"{t}[{p}]" for t, p in sorted(paused)],
+        "buffered_records": worker.batcher.buffered,
+        "last_flush": None
+        if last is None
+        else {
+            "table": last.table,
+            "at": _iso(last.at),
+            "age_s": round(max(0.0, time.time() - last.at), 3),
+            "rows": last.rows,
+            "dead_letters": last.dead_letters,
+            "duration_s": round(last.duration_s, 4),
+        },
+        "last_error": state.last_error,
+        "admin_api": worker.settings.http.admin_token is not None,
+    }
+
+
+def status_endpoint(worker: Worker, _body: bytes) -> Response:
+    return json_response(HTTPStatus.OK, status(worker))
+
+
+def _admin(action: Callable[[Worker, bytes], Reply]) -> Route:
+    def handle(worker: Worker, body: bytes) -> Response:
+        try:
+            code, payload = action(worker, body)
+        except BadRequest as exc:
+            return json_response(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+        return json_response(code, payload)
+
+    return Route(handle, admin=True)
+
+
+ROUTES: dict[str, dict[str, Route]] = {
+    "/healthz": {"GET": Route(healthz)},
+    "/readyz": {"GET": Route(readyz)},
+    "/metrics": {"GET": Route(prometheus_metrics)},
+    "/status": {"GET": Route(status_endpoint)},
+    "/admin/pause": {"POST": _admin(http_admin.pause)},
+    "/admin/resume": {"POST": _admin(http_admin.resume)},
+    "/admin/flush": {"POST": _admin(http_admin.flush)},
+    "/admin/tenants/reload": {"POST": _admin(http_admin.reload_tenants)},
+    "/admin/log-level": {"PUT": _admin(http_admin.log_level)},
+    "/admin/config": {"GET": _admin(http_admin.config)},
+}
+
+
+# -- transport ------------------------------------------------------------------------------------
+def _digest(value: str) -> bytes:
+    # Hashing first makes the comparison's time independent of the presented token's length too.
+    return hashlib.sha256(value.encode()).digest()
+
+
+def authenticate(token: SecretStr | None, authorization: str | None) -> Response | None:
+    """None when the caller may use the admin API; otherwise the refusal (never saying why a token failed)."""
+    if token is None:
+        return json_response(HTTPStatus.FORBIDDEN, {"error": "admin API disabled: http.admin_token is not set"})
+    scheme, _, presented = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return json_response(
+            HTTPStatus.UNAUTHORIZED, {"error": "authentication required"}, {"WWW-Authenticate": ADMIN_REALM}
+        )
+    if not hmac.compare_digest(_digest(presented.strip()), _digest(token.get_secret_value())):
+        return json_response(HTTPStatus.FORBIDDEN, {"error": "forbidden"})
+    return None
+
+
+def _handler(worker: Worker) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = f"mds-sink/{__version__}"
+        timeout = REQUEST_TIMEOUT_S
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("http: " + format, *args)
+
+        def _send(self, response: Response) -> None:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(response.body)))
+            self.send_header("Cache-Control", "no-store")
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(response.body)
+
+        def _dispatch(self) -> None:
+            path = urlsplit(self.path).path
+            methods = ROUTES.get(path)
+            if methods is None:
+                self._send(json_response(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: {path}"}))
+                return
+            route = methods.get(self.command)
+            if route is None:
+                allowed = ", ".join(sorted(methods))
+                self._send(
+                    json_response(
+                        HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"use {allowed} for {path}"}, {"Allow": allowed}
+                    )
+                )
+                return
+            if route.admin:
+                token = worker.settings.http.admin_token
+                refusal = authenticate(token, self.headers.get("Authorization"))
+                if refusal is not None:
+                    if refusal.status == HTTPStatus.FORBIDDEN and token is not None:
+                        log.warning("admin: wrong token from %s for %s", self.client_address[0], path)
+                    self._send(refusal)
+                    return
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                self._send(json_response(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"}))
+                return
+            if length > http_admin.MAX_BODY_BYTES or length < 0:
+                self._send(json_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"}))
+                return
+            body = self.rfile.read(length) if length else b""
+            try:
+                response = route.handler(worker, body)
+            except Exception:
+                log.exception("http: %s %s failed", self.command, path)
+                response = json_response(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
+            self._send(response)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
+
+    return Handler
 
 
 class SidePort:
@@ -41,93 +261,26 @@ class SidePort:
             self._server.server_close()
 
 
-def status(worker: Worker) -> dict[str, Any]:
-    state = worker.state
-    partitions = []
-    for topic, partition in sorted(state.assignment):
-        committed = state.committed.get((topic, partition))
-        end = state.end_offsets.get((topic, partition))
-        lag = None if end is None else max(0, end - (committed or 0))
-        partitions.append(
-            {
-                "topic": topic,
-                "partition": partition,
-                "committed": committed,
-                "end": end,
-                "lag": lag,
-                "paused": (topic, partition) in state.paused,
-            }
-        )
-    last = state.last_flush
-    return {
-        "version": __version__,
-        "schema_revision": state.schema_revision,
-        "group": worker.settings.kafka.group_id,
-        "ready": worker.ready() is None,
-        "not_ready_reason": worker.ready(),
-        "partitions": partitions,
-        "paused": [f"{t}[{p}]" for t, p in sorted(state.paused)],
-        "last_flush": None
-        if last is None
-        else {
-            "table": last.table,
-            "at": last.at,
-            "rows": last.rows,
-            "dead_letters": last.dead_letters,
-            "duration_s": round(last.duration_s, 4),
-        },
-        "last_error": state.last_error,
-    }
+# The side port of each running worker, so callers (tests, the demo) can find an ephemeral port.
+_PORTS: weakref.WeakKeyDictionary[Worker, SidePort] = weakref.WeakKeyDictionary()
 
 
-def _handler(worker: Worker) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = f"mds-sink/{__version__}"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("http: " + format, *args)
-
-        def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, code: int, payload: Any) -> None:
-            self._send(code, json.dumps(payload).encode())
-
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/healthz":
-                age = time.monotonic() - worker.state.heartbeat
-                if age > HEARTBEAT_LIMIT_S:
-                    self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "stuck", "heartbeat_age_s": round(age, 1)})
-                else:
-                    self._json(HTTPStatus.OK, {"status": "ok", "heartbeat_age_s": round(age, 3)})
-            elif path == "/readyz":
-                reason = worker.ready()
-                if reason is None:
-                    self._json(HTTPStatus.OK, {"status": "ready"})
-                else:
-                    self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "not ready", "reason": reason})
-            elif path == "/metrics":
-                self._send(HTTPStatus.OK, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
-            elif path == "/status":
-                self._json(HTTPStatus.OK, status(worker))
-            else:
-                self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
-
-    return Handler
+def side_port(worker: Worker) -> SidePort | None:
+    return _PORTS.get(worker)
 
 
 def start_side_port(worker: Worker) -> SidePort:
     http = worker.settings.http
     if not http.enabled:
         return SidePort(None)
+    # Every series the dashboard and the alerts use exists from the first scrape, at zero.
+    metrics.preset(topics=worker.routes, tables={spec.name for spec in worker.routes.values()})
     server = ThreadingHTTPServer((http.host, http.port), _handler(worker))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="mds-http", daemon=True).start()
-    host, port = server.server_address[:2]
-    log.info("side port listening on http://%s:%s", host, port)
-    return SidePort(server)
+    port = SidePort(server)
+    _PORTS[worker] = port
+    host, bound = server.server_address[:2]
+    admin = "enabled" if http.admin_token is not None else "disabled (no http.admin_token)"
+    log.info("side port listening on http://%s:%s; admin API %s", host, bound, admin)
+    return port

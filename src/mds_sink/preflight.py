@@ -84,7 +84,7 @@ class RegistrySchemas:
         retrying = Retrying(
             retry=retry_if_exception_type(SchemaRegistryError),
             stop=stop_after_delay(60),
-            wait=wait_exponential_jitter(initial=0.2, max=5),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5),
             reraise=True,
         )
         for attempt in retrying:

@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from mds_sink.policy_settings import PolicySettings
+
 ENV_PREFIX = "MDS_SINK_"
 CONFIG_FILE_ENV = "MDS_SINK_CONFIG_FILE"
 
@@ -192,6 +194,7 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     retry: RetrySettings = RetrySettings()
     log: LogSettings = LogSettings()
+    policies: PolicySettings = PolicySettings()
     shutdown_deadline_s: float = Field(default=30.0, gt=0, description="SIGTERM drain deadline.")
     schemas_dir: Path | None = Field(default=None, description="Directory of the .avsc files; default: bundled.")
 

@@ -44,7 +44,7 @@ def test_a_lower_revision_never_replaces_a_higher_one_in_a_batch() -> None:
     batch = Batcher(10, 100, 10_000).batch(BARS, now_ms=0)
     batch.add(bar_row(1, 2.0, revision=2), src(5), 10)
     batch.add(bar_row(1, 1.0, revision=1), src(6), 10)
-    (row, source), = batch.rows.values()
+    ((row, source),) = batch.rows.values()
     assert (row[8], row[12], source.offset) == (2.0, 2, 5)
     assert batch.next_offsets == {("bars", 0): 7}  # the ignored record is still settled by this batch
 

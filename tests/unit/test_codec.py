@@ -13,8 +13,18 @@ from mds_sink.resources import resource_dir
 SCHEMAS = resource_dir("schemas")
 TENANT = "6f1c2a4e-8d3b-4c5a-9e7f-0a1b2c3d4e5f"
 BAR = {
-    "tenant_id": TENANT, "vendor": "polygon", "symbol": "AAPL", "timeframe": "1m", "ts": 1_700_000_000_000_000,
-    "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 10.0, "vwap": None, "trade_count": 3,
+    "tenant_id": TENANT,
+    "vendor": "polygon",
+    "symbol": "AAPL",
+    "timeframe": "1m",
+    "ts": 1_700_000_000_000_000,
+    "open": 1.0,
+    "high": 2.0,
+    "low": 0.5,
+    "close": 1.5,
+    "volume": 10.0,
+    "vwap": None,
+    "trade_count": 3,
     "revision": 0,
 }
 
@@ -55,8 +65,18 @@ def test_undecodable_values_have_reasons() -> None:
 
 
 def test_record_of_another_type_is_a_schema_mismatch() -> None:
-    quote = {"tenant_id": TENANT, "vendor": "v", "symbol": "S", "ts": 1, "bid": 1.0, "ask": 1.0, "bid_size": 1.0,
-             "ask_size": 1.0, "exchange": None, "revision": 0}
+    quote = {
+        "tenant_id": TENANT,
+        "vendor": "v",
+        "symbol": "S",
+        "ts": 1,
+        "bid": 1.0,
+        "ask": 1.0,
+        "bid_size": 1.0,
+        "ask_size": 1.0,
+        "exchange": None,
+        "revision": 0,
+    }
     assert reason(framed(quote, "quote")) == "schema_mismatch"
 
 

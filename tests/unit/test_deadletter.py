@@ -29,8 +29,13 @@ class FakeMessage:
 def test_dead_letter_keeps_the_original_and_adds_the_reason() -> None:
     message = FakeMessage([("traceparent", b"00-abc"), ("mds.dlq.replay.count", b"2"), ("mds.dlq.reason", b"old")])
     dead = DeadLetter(Source("mds.bars", 4, 1234, message), Rejection("decode", "bad_magic", "magic byte is 1"))
-    record = build(dead, topic_pattern="{topic}.dlq", group="sink-a", version="0.1.0",
-                   now=datetime(2026, 11, 21, 9, 30, tzinfo=UTC))
+    record = build(
+        dead,
+        topic_pattern="{topic}.dlq",
+        group="sink-a",
+        version="0.1.0",
+        now=datetime(2026, 11, 21, 9, 30, tzinfo=UTC),
+    )
     headers = dict(record.headers)
     assert (record.topic, record.key, record.value) == ("mds.bars.dlq", b"tenant|polygon|AAPL", b"\x01garbage")
     assert headers == {

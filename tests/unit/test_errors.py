@@ -16,8 +16,10 @@ from mds_sink.kafka_io import BrokerUnavailable
         (errors.lookup("22P02")("invalid input syntax"), ErrorClass.POISON),
         (errors.lookup("23514")("violates check constraint"), ErrorClass.POISON),
         (errors.lookup("23505")("duplicate key"), ErrorClass.POISON),
-        (errors.lookup("42501")('new row violates row-level security policy for table "bars_minute"'),
-         ErrorClass.POISON),
+        (
+            errors.lookup("42501")('new row violates row-level security policy for table "bars_minute"'),
+            ErrorClass.POISON,
+        ),
         (errors.lookup("08006")("connection failure"), ErrorClass.TRANSIENT),
         (errors.lookup("40P01")("deadlock detected"), ErrorClass.TRANSIENT),
         (errors.lookup("40001")("could not serialize access"), ErrorClass.TRANSIENT),

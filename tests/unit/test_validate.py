@@ -19,16 +19,45 @@ def rules() -> Rules:
 
 
 def bar(**changes: Any) -> dict[str, Any]:
-    return {"tenant_id": ACTIVE, "vendor": "polygon", "symbol": " aapl ", "timeframe": "1m", "ts": NOW_US - 60_000_000,
-            "open": 10.0, "high": 11.0, "low": 9.5, "close": 10.5, "volume": 100.0, "vwap": 10.2,
-            "trade_count": 12, "revision": 0, **changes}
+    return {
+        "tenant_id": ACTIVE,
+        "vendor": "polygon",
+        "symbol": " aapl ",
+        "timeframe": "1m",
+        "ts": NOW_US - 60_000_000,
+        "open": 10.0,
+        "high": 11.0,
+        "low": 9.5,
+        "close": 10.5,
+        "volume": 100.0,
+        "vwap": 10.2,
+        "trade_count": 12,
+        "revision": 0,
+        **changes,
+    }
 
 
 def option(**changes: Any) -> dict[str, Any]:
-    return {"tenant_id": ACTIVE, "vendor": "opra", "underlying": "spy", "expiry": NOW_US // DAY_US + 30,
-            "option_type": "C", "strike": 500.0, "ts": NOW_US, "iv": 0.2, "delta": 0.5, "gamma": 0.01,
-            "theta": -0.1, "vega": 0.2, "open_interest": 10, "volume": 5, "spot": 501.0, "bid": 1.0, "ask": 1.1,
-            **changes}
+    return {
+        "tenant_id": ACTIVE,
+        "vendor": "opra",
+        "underlying": "spy",
+        "expiry": NOW_US // DAY_US + 30,
+        "option_type": "C",
+        "strike": 500.0,
+        "ts": NOW_US,
+        "iv": 0.2,
+        "delta": 0.5,
+        "gamma": 0.01,
+        "theta": -0.1,
+        "vega": 0.2,
+        "open_interest": 10,
+        "volume": 5,
+        "spot": 501.0,
+        "bid": 1.0,
+        "ask": 1.1,
+        **changes,
+    }
 
 
 def rejected(table: str, record: dict[str, Any]) -> tuple[str, str | None]:
@@ -100,8 +129,18 @@ def test_expiry_on_the_snapshot_date_is_valid() -> None:
 
 
 def news(**changes: Any) -> dict[str, Any]:
-    return {"tenant_id": ACTIVE, "vendor": "newswire", "id": None, "published_at": NOW_US, "title": "Fed holds",
-            "symbol": None, "url": "https://x/1", "summary": None, "sentiment_score": 0.2, **changes}
+    return {
+        "tenant_id": ACTIVE,
+        "vendor": "newswire",
+        "id": None,
+        "published_at": NOW_US,
+        "title": "Fed holds",
+        "symbol": None,
+        "url": "https://x/1",
+        "summary": None,
+        "sentiment_score": 0.2,
+        **changes,
+    }
 
 
 def test_news_without_id_gets_a_deterministic_id() -> None:
@@ -120,8 +159,16 @@ def test_news_rules() -> None:
 
 
 def job(**changes: Any) -> dict[str, Any]:
-    return {"tenant_id": ACTIVE, "idempotency_key": "k1", "job_type": "backfill_bars", "payload": '{"a": 1}',
-            "priority": 0, "requested_at": NOW_US, "requested_by": None, **changes}
+    return {
+        "tenant_id": ACTIVE,
+        "idempotency_key": "k1",
+        "job_type": "backfill_bars",
+        "payload": '{"a": 1}',
+        "priority": 0,
+        "requested_at": NOW_US,
+        "requested_by": None,
+        **changes,
+    }
 
 
 def test_job_rules() -> None:
@@ -133,9 +180,21 @@ def test_job_rules() -> None:
 
 
 def test_fundamentals_rules() -> None:
-    record = {"tenant_id": ACTIVE, "vendor": "sec", "symbol": "msft", "as_of": NOW_US // DAY_US - 40,
-              "period": "Q3", "currency": "USD", "total_assets": 1.0, "total_liabilities": 0.5, "revenue": 2.0,
-              "net_income": -1.0, "eps": -0.1, "shares_outstanding": 10.0, "revision": 1}
+    record = {
+        "tenant_id": ACTIVE,
+        "vendor": "sec",
+        "symbol": "msft",
+        "as_of": NOW_US // DAY_US - 40,
+        "period": "Q3",
+        "currency": "USD",
+        "total_assets": 1.0,
+        "total_liabilities": 0.5,
+        "revenue": 2.0,
+        "net_income": -1.0,
+        "eps": -0.1,
+        "shares_outstanding": 10.0,
+        "revision": 1,
+    }
     assert VALIDATORS["fundamentals"](record, rules())[3] == "MSFT"
     assert rejected("fundamentals", {**record, "period": "H1"}) == ("bad_period", "period")
     assert rejected("fundamentals", {**record, "currency": "usd"}) == ("bad_currency", "currency")
@@ -143,8 +202,18 @@ def test_fundamentals_rules() -> None:
 
 
 def test_quote_rules() -> None:
-    record = {"tenant_id": ACTIVE, "vendor": "polygon", "symbol": "msft", "ts": NOW_US, "bid": 1.0, "ask": 1.1,
-              "bid_size": 100.0, "ask_size": 200.0, "exchange": "XNAS", "revision": 0}
+    record = {
+        "tenant_id": ACTIVE,
+        "vendor": "polygon",
+        "symbol": "msft",
+        "ts": NOW_US,
+        "bid": 1.0,
+        "ask": 1.1,
+        "bid_size": 100.0,
+        "ask_size": 200.0,
+        "exchange": "XNAS",
+        "revision": 0,
+    }
     assert VALIDATORS["quotes"](record, rules())[3] == "MSFT"
     assert rejected("quotes", {**record, "ask": -0.01}) == ("bad_price", "ask")
     assert rejected("quotes", {**record, "bid_size": float("nan")}) == ("bad_volume", "bid_size")

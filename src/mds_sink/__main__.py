@@ -1,0 +1,3 @@
+from mds_sink.cli import main
+
+main()
