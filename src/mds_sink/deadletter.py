@@ -42,7 +42,7 @@ def dead_letter_topic(pattern: str, source_topic: str) -> str:
     return pattern.replace("{topic}", source_topic)
 
 
-def replay_count(headers: Sequence[tuple[str, bytes | None]] | None) -> int:
+def replay_count(headers: Sequence[tuple[str, str | bytes | None]] | None) -> int:
     for name, value in headers or ():
         if name == REPLAY_COUNT and value is not None:
             try:

@@ -43,13 +43,13 @@ def test_password_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_short_admin_token_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MDS_SINK_HTTP__ADMIN_TOKEN", "short")
-    with pytest.raises(SettingsError, match="http.admin_token .*at least 32 characters"):
+    with pytest.raises(SettingsError, match=r"http\.admin_token .*at least 32 characters"):
         load_settings()
 
 
 def test_reserved_librdkafka_options_cannot_be_passed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MDS_SINK_KAFKA__CONSUMER_OPTIONS", '{"enable.auto.commit": true}')
-    with pytest.raises(SettingsError, match="enable.auto.commit is set by the sink itself"):
+    with pytest.raises(SettingsError, match=r"enable\.auto\.commit is set by the sink itself"):
         load_settings()
 
 
@@ -68,11 +68,11 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
 
 def test_one_topic_for_two_tables_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MDS_SINK_TOPICS__QUOTES", "mds.bars")
-    with pytest.raises(SettingsError, match="topics.quotes: topic 'mds.bars' is already used by topics.bars"):
+    with pytest.raises(SettingsError, match=r"topics\.quotes: topic 'mds\.bars' is already used by topics\.bars"):
         load_settings()
 
 
 def test_bad_bootstrap_servers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MDS_SINK_KAFKA__BOOTSTRAP_SERVERS", "localhost")
-    with pytest.raises(SettingsError, match="kafka.bootstrap_servers .*host:port"):
+    with pytest.raises(SettingsError, match=r"kafka\.bootstrap_servers .*host:port"):
         load_settings()
