@@ -239,7 +239,20 @@ def _handler(worker: Worker) -> type[BaseHTTPRequestHandler]:
                 response = json_response(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
             self._send(response)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
+        def do_GET(self) -> None:
+            self._dispatch()
+
+        def do_POST(self) -> None:
+            self._dispatch()
+
+        def do_PUT(self) -> None:
+            self._dispatch()
+
+        def do_DELETE(self) -> None:
+            self._dispatch()
+
+        def do_PATCH(self) -> None:
+            self._dispatch()
 
     return Handler
 

@@ -11,7 +11,7 @@ from mds_sink.errors import ErrorClass
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 # A `_created` series beside every counter and histogram doubles the series count and no query here uses it.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 _ROWS_BUCKETS = (1, 10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000)
 _BYTES_BUCKETS = (1e3, 1e4, 5e4, 1e5, 5e5, 1e6, 2.5e6, 5e6, 1e7, 2.5e7, 5e7)

@@ -25,7 +25,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 def exposed_names() -> set[str]:
     """Every series name the sink's registry can expose."""
-    names = set()
+    names: set[str] = set()
     for family in metrics.REGISTRY.collect():
         suffixes = {
             "counter": ("_total",),
