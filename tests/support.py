@@ -287,3 +287,28 @@ def start_sink_process(settings: Settings, log_path: Path) -> subprocess.Popen[b
         return subprocess.Popen(
             [sys.executable, "-m", "mds_sink", "run"], env=sink_env(settings), stdout=log, stderr=subprocess.STDOUT
         )
+
+
+def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> list[Any]:
+    """Every message of a topic, from the beginning to its end as of now."""
+    consumer = Consumer({**consumer_config(settings), "group.id": unique("reader")})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        ends = {}
+        for p in metadata.topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        found: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=0.5):
+                if msg.error() is None:
+                    found.append(msg)
+                    if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                        ends.pop(msg.partition(), None)
+        assert not ends, f"{topic}: partitions {sorted(ends)} not read to their end in {timeout_s:.0f}s"
+        return found
+    finally:
+        consumer.close()

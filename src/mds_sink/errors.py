@@ -56,6 +56,9 @@ def _is_row_security(exc: psycopg.Error) -> bool:
 def classify(exc: BaseException) -> ErrorClass:
     if isinstance(exc, PoolTimeout):
         return ErrorClass.TRANSIENT
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+        # Also raised by psycopg itself before the server sees the value (a NUL in text).
+        return ErrorClass.POISON
     if isinstance(exc, psycopg.Error):
         state = exc.sqlstate
         if state is None:
@@ -79,7 +82,7 @@ def classify(exc: BaseException) -> ErrorClass:
 
 def write_rejection(exc: psycopg.Error) -> Rejection:
     """The dead-letter reason for a row the database refused."""
-    state = exc.sqlstate or "?"
+    state = exc.sqlstate or ("22000" if isinstance(exc, psycopg.DataError) else "?")
     code = _SQLSTATE_REASONS.get(state, f"db_{'data' if state.startswith('22') else 'constraint'}_error")
     primary = exc.diag.message_primary or str(exc).splitlines()[0]
     detail = f" ({exc.diag.constraint_name})" if exc.diag.constraint_name else ""

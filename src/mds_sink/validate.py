@@ -27,6 +27,7 @@ _IDENT = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _US_PER_DAY = 86_400_000_000
 _MAX_CACHE = 100_000
+_MAX_EXPIRY_DAYS = 50 * 366  # listed options expire within a few years; beyond this the field is garbage
 
 
 @dataclass
@@ -253,6 +254,8 @@ def option_snapshot(r: Record, rules: Rules) -> Row:
     expiry: int = r["expiry"]
     if expiry < ts // _US_PER_DAY:
         raise invalid("expiry_before_snapshot", "expiry is before the snapshot's date", "expiry")
+    if expiry > ts // _US_PER_DAY + _MAX_EXPIRY_DAYS:
+        raise invalid("expiry_too_far", "expiry is more than 50 years after the snapshot", "expiry")
     iv = r.get("iv")
     if iv is not None and not (math.isfinite(iv) and iv >= 0):
         raise invalid("bad_number", f"iv must be finite and >= 0, got {iv!r}", "iv")

@@ -115,6 +115,7 @@ def test_future_skew_is_a_setting() -> None:
         ({"option_type": "X"}, "bad_option_type", "option_type"),
         ({"strike": 0.0}, "bad_strike", "strike"),
         ({"expiry": NOW_US // DAY_US - 1}, "expiry_before_snapshot", "expiry"),
+        ({"expiry": 2_000_000_000}, "expiry_too_far", "expiry"),
         ({"delta": 1.5}, "bad_number", "delta"),
         ({"open_interest": -1}, "bad_volume", "open_interest"),
     ],
