@@ -288,6 +288,8 @@ def start_side_port(worker: Worker) -> SidePort:
         return SidePort(None)
     # Every series the dashboard and the alerts use exists from the first scrape, at zero.
     metrics.preset(topics=worker.routes, tables={spec.name for spec in worker.routes.values()})
+    # Every other gauge is set by the consumer loop and freezes with it; this one is read at scrape time.
+    metrics.HEARTBEAT_AGE.set_function(lambda: time.monotonic() - worker.state.heartbeat)
     server = ThreadingHTTPServer((http.host, http.port), _handler(worker))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="mds-http", daemon=True).start()

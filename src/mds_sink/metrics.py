@@ -98,6 +98,11 @@ POOL = Gauge(
     registry=REGISTRY,
 )
 BUFFERED = Gauge("mds_sink_buffered_records", "Records consumed and not yet settled.", registry=REGISTRY)
+HEARTBEAT_AGE = Gauge(
+    "mds_sink_heartbeat_age_seconds",
+    "Seconds since the consumer loop last turned, computed at scrape time (a stuck loop sets no gauge).",
+    registry=REGISTRY,
+)
 UP = Gauge(
     "mds_sink_ready", "1 when the sink is ready (database reachable, group joined, breaker closed).", registry=REGISTRY
 )

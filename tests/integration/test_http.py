@@ -179,6 +179,8 @@ def test_probes_status_and_metrics(clean: Side) -> None:
     wait_until(lambda: metric(clean.base, "mds_sink_ready") == 1.0, timeout_s=10, what="mds_sink_ready 1")
     wait_until(lambda: metric(clean.base, "mds_sink_assigned_partitions") == 2.0, timeout_s=10, what="2 assigned")
     assert metric(clean.base, "mds_sink_build_info") == 1.0
+    age = metric(clean.base, "mds_sink_heartbeat_age_seconds")
+    assert age is not None and 0 <= age < 5
 
     status = clean.status()
     check_documented("GET", "/status", call(clean.base, "GET", "/status"))
