@@ -255,7 +255,7 @@ def query_latest_prices(
 
 
 @query_app.command("bars")
-def query_bars(  # noqa: PLR0917  (typer maps parameters to options)
+def query_bars(
     tenant: Annotated[str, typer.Option("--tenant", help="Tenant name or UUID.")],
     symbol: Annotated[str, typer.Option("--symbol")],
     start: Annotated[datetime, typer.Option("--from", formats=_WHEN, help="UTC unless given.")],

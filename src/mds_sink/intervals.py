@@ -8,7 +8,6 @@ Settings say "6 months", "1 day 12 hours", "2 weeks"; TimescaleDB reports "6 mon
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 _UNITS_US = {
     "microsecond": 1,
@@ -25,12 +24,27 @@ _TOKEN = re.compile(r"(\d+)\s*([a-z]+)|(\d+):(\d{2}):(\d{2})(?:\.(\d{1,6}))?")
 _US_PER_MONTH = 30 * 86_400_000_000  # PostgreSQL's own convention when comparing intervals
 
 
-@dataclass(frozen=True, slots=True)
 class Interval:
-    """A non-negative interval: whole months plus microseconds (days folded in as 24 hours)."""
+    """A non-negative interval: whole months plus microseconds (days folded in as 24 hours).
 
-    months: int
-    micros: int
+    A plain class, not a dataclass: pydantic-settings JSON-decodes environment values of dataclass
+    fields, and "6 months" is not JSON.
+    """
+
+    __slots__ = ("micros", "months")
+
+    def __init__(self, months: int, micros: int) -> None:
+        self.months = months
+        self.micros = micros
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Interval) and (self.months, self.micros) == (other.months, other.micros)
+
+    def __hash__(self) -> int:
+        return hash((self.months, self.micros))
+
+    def __repr__(self) -> str:
+        return f"Interval({self.sql!r})"
 
     @property
     def key(self) -> int:

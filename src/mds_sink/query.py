@@ -63,6 +63,7 @@ def _tenant_id(conn: psycopg.Connection[Any], tenant: str) -> str:
 
 def _read(url: str, tenant: str, sql: str, params: dict[str, Any]) -> Result:
     with psycopg.connect(url) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")  # operators compare with vendor feeds, which speak UTC
         tenant_id = _tenant_id(conn, tenant)
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(SET_TENANT, (tenant_id,))
