@@ -13,9 +13,14 @@ between the two; this migration provides the pieces, and the views exist in both
 On TimescaleDB a hypertable's chunks carry neither its row security nor its policies (upstream
 timescale/timescaledb#7830) but do inherit its grants: a role with SELECT or INSERT on the
 hypertable can read or write any tenant's rows through `_timescaledb_internal._hyper_*` directly.
-So, on hypertables, the trigger is added even in `rls` mode (TimescaleDB clones row triggers onto
+So, on hypertables, the triggers are added even in `rls` mode (TimescaleDB clones row triggers onto
 every chunk), and the read-only role loses SELECT on them (TimescaleDB propagates the REVOKE to the
 chunks); it reads `tenant_view` instead.
+
+The check sits in each trigger's WHEN clause, so the function runs only for a row it refuses (a
+function call per row costs about 20% of upsert throughput; the WHEN clause about what row security
+costs). A WHEN clause of an INSERT trigger cannot name OLD, hence two triggers: `tenant_guard` (NEW,
+INSERT or UPDATE) and `tenant_guard_old` (OLD, UPDATE).
 """
 
 from __future__ import annotations
@@ -39,6 +44,14 @@ TENANT_TABLES = (
     "option_snapshots",
     "jobs",
     "latest_prices",
+)
+
+CONTEXT = "NULLIF(pg_catalog.current_setting('app.tenant_id', true), '')::uuid"
+TRIGGERS_SQL = (
+    "CREATE TRIGGER tenant_guard BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW "
+    f"WHEN (NEW.tenant_id IS DISTINCT FROM {CONTEXT}) EXECUTE FUNCTION tenant_guard('{{table}}')",
+    "CREATE TRIGGER tenant_guard_old BEFORE UPDATE ON {table} FOR EACH ROW "
+    f"WHEN (OLD.tenant_id IS DISTINCT FROM {CONTEXT}) EXECUTE FUNCTION tenant_guard('{{table}}')",
 )
 
 # 42501 with "row-level security" in the message: the sink's error map classifies it exactly like a
@@ -123,10 +136,8 @@ def upgrade() -> None:
     op.execute(BARS_VIEW_SQL)
     op.execute(f'GRANT SELECT ON tenant_view.bars TO "{writer}", "{reader}"')
     for table in _hypertables():
-        op.execute(
-            f"CREATE TRIGGER tenant_guard BEFORE INSERT OR UPDATE ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION tenant_guard('{table}')"
-        )
+        for trigger in TRIGGERS_SQL:
+            op.execute(trigger.format(table=table))
         op.execute(f'REVOKE SELECT ON {table} FROM "{reader}"')
 
 
@@ -146,6 +157,6 @@ def downgrade() -> None:
         )
     reader = _role("reader_role")
     op.execute("DROP SCHEMA tenant_view CASCADE")
-    op.execute("DROP FUNCTION tenant_guard() CASCADE")  # and with it every tenant_guard trigger
+    op.execute("DROP FUNCTION tenant_guard() CASCADE")  # and with it every tenant_guard(_old) trigger
     for table in TENANT_TABLES:
         op.execute(f'GRANT SELECT ON {table} TO "{reader}"')

@@ -139,9 +139,9 @@ def _table_changes(current: TableState, want: TablePolicy, *, has_aggregates: bo
         changes.append(
             Change(
                 t,
-                "tenant_guard trigger added: chunks do not inherit row security, writes straight into a chunk "
+                "tenant_guard triggers added: chunks do not inherit row security, writes straight into a chunk "
                 "are checked too",
-                (isolation.add_guard(t),),
+                tuple(isolation.add_guard(t)),
             )
         )
     if needs_guard and iso.rls:
@@ -150,7 +150,7 @@ def _table_changes(current: TableState, want: TablePolicy, *, has_aggregates: bo
             Change(
                 t,
                 f"isolation rls -> guard in this transaction: TimescaleDB refuses {why} on a table with row "
-                "security; the tenant_guard trigger rejects other tenants' writes (42501), readers use "
+                "security; the tenant_guard triggers reject other tenants' writes (42501), readers use "
                 f"tenant_view.{t}",
                 (isolation.rls_off(t),),
             )

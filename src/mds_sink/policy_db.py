@@ -16,14 +16,15 @@ import psycopg
 
 from mds_sink import aggregates
 from mds_sink.intervals import Interval, parse_interval
-from mds_sink.isolation import GUARD_TRIGGER, Isolation
+from mds_sink.isolation import GUARD_TRIGGERS, Isolation
 from mds_sink.migrate import MIGRATION_LOCK_KEY
 from mds_sink.policies import AggregateState, Change, DatabaseState, Plan, RefreshState, TableState
 from mds_sink.tables import TENANT_TABLES
 
 ISOLATION_SQL = """
 SELECT c.relname, c.relrowsecurity AND c.relforcerowsecurity,
-       EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = %(trigger)s),
+       (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = ANY(%(triggers)s))
+           = cardinality(%(triggers)s),
        has_table_privilege(%(reader)s, c.oid, 'SELECT')
 FROM pg_class c
 WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%(tables)s)
@@ -74,7 +75,7 @@ def read_state(conn: psycopg.Connection[Any], *, reader: str) -> DatabaseState:
     isolations = {
         name: Isolation(rls=bool(rls), guard=bool(guard), reader_on_table=bool(reads))
         for name, rls, guard, reads in conn.execute(
-            ISOLATION_SQL, {"trigger": GUARD_TRIGGER, "reader": reader, "tables": list(TENANT_TABLES)}
+            ISOLATION_SQL, {"triggers": list(GUARD_TRIGGERS), "reader": reader, "tables": list(TENANT_TABLES)}
         )
     }
     tables = {name: TableState(name, iso) for name, iso in isolations.items()}
