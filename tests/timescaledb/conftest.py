@@ -2,8 +2,10 @@
 
 They carry the `timescaledb` marker; CI deselects it (no registry ships TimescaleDB). Without the
 variable they fail, saying so: a run that asked for them must not pass by skipping them.
-The roles are set up as deploy/local/pg/bootstrap.sql does (created if missing, passwords reset to
-the local stack's), so point the variable at a throwaway server. See docs/timescaledb.md.
+The roles mds_owner, mds_writer and mds_reader are created if missing (as deploy/local/pg/bootstrap.sql
+does); existing ones are left as they are. Their passwords come from MDS_PG_OWNER_PASSWORD,
+MDS_PG_WRITER_PASSWORD and MDS_PG_READER_PASSWORD (the names docker-compose's .env uses), else the
+local stack's. Every test database is a throwaway one, dropped afterwards. See docs/timescaledb.md.
 """
 
 from __future__ import annotations
@@ -12,24 +14,19 @@ import os
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from mds_sink.settings import Settings, load_settings
 from tests.throwaway import with_database, with_user
 
 ENV = "MDS_TEST_TIMESCALE_URL"
 
-ROLES_SQL = """
-DO $$
-BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mds_owner') THEN CREATE ROLE mds_owner; END IF;
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mds_writer') THEN CREATE ROLE mds_writer; END IF;
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mds_reader') THEN CREATE ROLE mds_reader; END IF;
-END
-$$;
-ALTER ROLE mds_owner  LOGIN PASSWORD 'mds_owner'  NOSUPERUSER NOBYPASSRLS CREATEDB   NOCREATEROLE NOREPLICATION;
-ALTER ROLE mds_writer LOGIN PASSWORD 'mds_writer' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION;
-ALTER ROLE mds_reader LOGIN PASSWORD 'mds_reader' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION;
-"""
+ROLES = {"owner": "mds_owner", "writer": "mds_writer", "reader": "mds_reader"}
+CREATE_ROLE = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} NOSUPERUSER NOBYPASSRLS")
+
+
+def password(kind: str) -> str:
+    return os.environ.get(f"MDS_PG_{kind.upper()}_PASSWORD", ROLES[kind])
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +45,9 @@ def superuser_url() -> str:
         preload = conn.execute("SHOW shared_preload_libraries").fetchone()
         if preload is None or "timescaledb" not in str(preload[0]):
             pytest.fail(f"the server at {ENV} does not preload timescaledb (shared_preload_libraries)")
-        conn.execute("SET client_min_messages = warning")
-        conn.execute(ROLES_SQL)
+        for kind, role in ROLES.items():
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+                conn.execute(CREATE_ROLE.format(sql.Identifier(role), sql.Literal(password(kind))))
     return url
 
 
@@ -59,8 +57,8 @@ def timescale_base(superuser_url: str) -> Settings:
     postgres = with_database(superuser_url, "postgres")
     return load_settings(
         database={
-            "url": with_user(postgres, "mds_writer", "mds_writer"),
-            "owner_url": with_user(postgres, "mds_owner", "mds_owner"),
-            "reader_url": with_user(postgres, "mds_reader", "mds_reader"),
+            "url": with_user(postgres, ROLES["writer"], password("writer")),
+            "owner_url": with_user(postgres, ROLES["owner"], password("owner")),
+            "reader_url": with_user(postgres, ROLES["reader"], password("reader")),
         }
     )
