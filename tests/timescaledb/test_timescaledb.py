@@ -16,9 +16,20 @@ import pytest
 from mds_sink import migrate, policy_db, query
 from mds_sink.errors import ErrorClass, classify
 from mds_sink.isolation import Isolation
+from mds_sink.preflight import check_database
 from mds_sink.settings import Settings
 from mds_sink.sql import SET_TENANT
-from tests.control import AGGREGATE_QUERY, EXPECTED_AGGREGATES, MINUTE, T0, bar_row, cli, minute_bars, write_bars
+from tests.control import (
+    AGGREGATE_QUERY,
+    EXPECTED_AGGREGATES,
+    MINUTE,
+    T0,
+    bar_row,
+    cli,
+    minute_bars,
+    write_bars,
+    writer_pool,
+)
 from tests.throwaway import database_settings, migrated, owner_url, reader_url, throwaway_database
 
 pytestmark = pytest.mark.timescaledb
@@ -112,6 +123,17 @@ def test_policies_apply_switches_compressed_tables_to_guard_and_is_idempotent(ts
         "6 months",
     ]
     assert {n: a.kind for n, a in state.aggregates.items()} == {n: "continuous" for n in EXPECTED_AGGREGATES}
+    shown = cli(tsdb.settings, "admin", "policies", "show").stdout.splitlines()
+    assert shown[0] == f"timescaledb: {state.timescaledb}"
+    assert shown[-1] == "nothing pending: the database matches the policy settings"
+
+
+def test_the_sink_starts_against_guarded_and_rls_hypertables(tsdb: Tsdb) -> None:
+    pool = writer_pool(tsdb.settings)
+    try:
+        assert check_database(tsdb.settings, pool) == migrate.head_revision(tsdb.settings)
+    finally:
+        pool.close()
 
 
 def test_changed_settings_are_applied_and_reported(tsdb: Tsdb) -> None:
