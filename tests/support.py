@@ -278,7 +278,7 @@ def sink_env(settings: Settings) -> dict[str, str]:
         env[f"MDS_SINK_BATCHING__{name.upper()}"] = str(value)
     env["MDS_SINK_HTTP__PORT"] = "0"
     env["MDS_SINK_SHUTDOWN_DEADLINE_S"] = str(settings.shutdown_deadline_s)
-    env["MDS_SINK_LOG__LEVEL"] = "INFO"
+    env["MDS_SINK_LOG__LEVEL"] = os.environ.get("MDS_TEST_SINK_LOG_LEVEL", "INFO")
     return env
 
 

@@ -28,6 +28,7 @@ class SinkState:
     last_flush: LastFlush | None = None
     last_error: str | None = None
     schema_revision: str | None = None
+    revocations: int = 0  # partitions revoked or lost since start (a stall must not cause any)
 
     def beat(self) -> None:
         self.heartbeat = time.monotonic()

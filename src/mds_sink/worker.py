@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import signal
@@ -151,24 +152,28 @@ class Worker:
         self._lost.difference_update(tps)
         ledger = self._read_ledger()
         committed = {(p.topic, p.partition): p.offset for p in consumer.committed(partitions, timeout=30)}
+        healed: list[KafkaTopicPartition] = []
         for p in partitions:
             start = committed.get((p.topic, p.partition), -1)
             if start >= 0:
                 self.state.committed[(p.topic, p.partition)] = start
             ahead = ledger.get((p.topic, p.partition))
             # A crash between the database commit and the Kafka commit: the ledger is ahead.
-            if ahead is not None and ahead > committed.get((p.topic, p.partition), -1):
+            if ahead is not None and ahead > start:
                 p.offset = ahead
-                self.state.committed[(p.topic, p.partition)] = ahead
+                healed.append(KafkaTopicPartition(p.topic, p.partition, ahead))
                 log.info(
                     "resuming from the offsets ledger at %d (Kafka had %d)",
                     ahead,
-                    committed.get((p.topic, p.partition), -1),
+                    start,
                     extra={"topic": p.topic, "partition": p.partition},
                 )
         consumer.incremental_assign(partitions)
         self.state.assignment.update(tps)
         self.state.joined = True
+        if healed:
+            # Those rows are in the database: Kafka catches up now, not at the next flush (there may be none).
+            self._commit_offsets(healed)
         if self._paused:
             consumer.pause(partitions)
             self.state.paused.update(tps)
@@ -187,33 +192,51 @@ class Worker:
     def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
         metrics.REBALANCES.labels("revoke").inc()
+        self.state.revocations += 1
         log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
         if tps & self.state.assignment:
             self._drain(self.batcher.tables_with(tps), deadline_s=self.settings.shutdown_deadline_s)
+        self._forget(tps)
+
+    def _forget(self, tps: set[TopicPartition]) -> None:
+        """A partition that moved away: no state, no operator pause, no lag series left behind."""
         self.state.assignment.difference_update(tps)
         self.state.paused.difference_update(tps)
+        self.operator_paused.difference_update(tps)
+        for topic, partition in tps:
+            self.state.committed.pop((topic, partition), None)
+            self.state.end_offsets.pop((topic, partition), None)
+            with contextlib.suppress(KeyError):  # no series yet for a partition that never reported
+                metrics.LAG.remove(topic, str(partition))
 
     def _on_lost(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
         metrics.REBALANCES.labels("lost").inc()
+        self.state.revocations += 1
         dropped = self.batcher.drop(tps)
         self._lost.update(tps)
-        self.state.assignment.difference_update(tps)
-        self.state.paused.difference_update(tps)
+        self._forget(tps)
         log.warning("partitions lost: %s; dropped %d buffered records, nothing committed", sorted(tps), dropped)
 
     # -- the loop -------------------------------------------------------------------------------
     def _commit(self, settled: Settled) -> None:
-        offsets = [
-            KafkaTopicPartition(t, p, o)
-            for (t, p), o in settled.next_offsets.items()
-            if (t, p) not in self._lost and (t, p) in self.state.assignment
-        ]
+        self._commit_offsets(
+            [
+                KafkaTopicPartition(t, p, o)
+                for (t, p), o in settled.next_offsets.items()
+                if (t, p) not in self._lost and (t, p) in self.state.assignment
+            ]
+        )
+
+    def _commit_offsets(self, offsets: list[KafkaTopicPartition]) -> None:
         if not offsets:
             return
         started = time.perf_counter()
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            results = self.consumer.commit(offsets=offsets, asynchronous=False) or []
+            failed = [tp for tp in results if tp.error is not None]
+            if failed:
+                raise KafkaException(failed[0].error)
         except KafkaException as exc:
             # The ledger already holds these offsets; the next owner seeks to them.
             metrics.COMMITS.labels("failed").inc()
