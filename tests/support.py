@@ -274,8 +274,11 @@ def sink_env(settings: Settings) -> dict[str, str]:
     env["MDS_SINK_KAFKA__GROUP_ID"] = settings.kafka.group_id
     for table, topic in settings.topics.model_dump().items():
         env[f"MDS_SINK_TOPICS__{table.upper()}"] = topic
-    for name, value in settings.batching.model_dump().items():
-        env[f"MDS_SINK_BATCHING__{name.upper()}"] = str(value)
+    for group in ("batching", "retry"):
+        for name, value in getattr(settings, group).model_dump().items():
+            env[f"MDS_SINK_{group.upper()}__{name.upper()}"] = str(value)
+    for name in ("session_timeout_ms", "max_poll_interval_ms"):
+        env[f"MDS_SINK_KAFKA__{name.upper()}"] = str(getattr(settings.kafka, name))
     env["MDS_SINK_HTTP__PORT"] = "0"
     env["MDS_SINK_SHUTDOWN_DEADLINE_S"] = str(settings.shutdown_deadline_s)
     env["MDS_SINK_LOG__LEVEL"] = os.environ.get("MDS_TEST_SINK_LOG_LEVEL", "INFO")
