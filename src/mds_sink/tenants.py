@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from mds_sink.validate import TenantSet
 
 log = logging.getLogger(__name__)
+
+MISS_RELOAD_INTERVAL_S = 0.5
 
 
 class TenantRefresher:
@@ -17,6 +20,7 @@ class TenantRefresher:
         self._tenants = tenants
         self._every_s = every_s
         self._stop = threading.Event()
+        self._last_miss_reload = 0.0
         self._thread = threading.Thread(target=self._run, name="mds-tenants", daemon=True)
 
     def refresh(self) -> None:
@@ -25,6 +29,19 @@ class TenantRefresher:
             log.info("tenant set: %d known, %d active", len(loaded), sum(loaded.values()))
         # One assignment swaps the whole map: the consumer thread sees the old set or the new one.
         self._tenants.active = loaded
+
+    def reload_on_miss(self) -> bool:
+        """An unknown tenant: reload now, at most twice a second, so a tenant just added is not refused."""
+        now = time.monotonic()
+        if now - self._last_miss_reload < MISS_RELOAD_INTERVAL_S:
+            return False
+        self._last_miss_reload = now
+        try:
+            self.refresh()
+        except Exception as exc:  # noqa: BLE001  (the record is judged against the set we have)
+            log.warning("tenant reload failed: %s", exc)
+            return False
+        return True
 
     def _run(self) -> None:
         while not self._stop.wait(self._every_s):

@@ -35,6 +35,8 @@ class TenantSet:
     """Known tenants by canonical id (lower-case UUID text) and whether each is active."""
 
     active: dict[str, bool] = field(default_factory=dict)
+    # Called on a miss; returns True when it reloaded `active` (a tenant added a moment ago is found).
+    on_miss: Callable[[], bool] | None = None
     _canonical: dict[str, str] = field(default_factory=dict)
 
     def check(self, raw: Any) -> str:
@@ -51,6 +53,8 @@ class TenantSet:
             if len(self._canonical) < _MAX_CACHE:
                 self._canonical[raw] = canonical
         state = self.active.get(canonical)
+        if state is None and self.on_miss is not None and self.on_miss():
+            state = self.active.get(canonical)
         if state is None:
             raise invalid("unknown_tenant", f"tenant {canonical} is not a known tenant", "tenant_id")
         if not state:

@@ -100,6 +100,7 @@ class Worker:
         self.tenants = TenantSet()
         self.refresher = TenantRefresher(self.writer.tenants, self.tenants, s.validation.tenant_refresh_s)
         self.refresher.refresh()
+        self.tenants.on_miss = self.refresher.reload_on_miss
         self.rules = Rules(
             self.tenants,
             now_us=int(time.time() * 1e6),

@@ -218,3 +218,21 @@ def test_quote_rules() -> None:
     assert VALIDATORS["quotes"](record, rules())[3] == "MSFT"
     assert rejected("quotes", {**record, "ask": -0.01}) == ("bad_price", "ask")
     assert rejected("quotes", {**record, "bid_size": float("nan")}) == ("bad_volume", "bid_size")
+
+
+def test_an_unknown_tenant_triggers_one_reload_before_it_is_refused() -> None:
+    tenants = TenantSet({ACTIVE: True})
+    reloads: list[int] = []
+
+    def reload() -> bool:
+        reloads.append(1)
+        tenants.active = {ACTIVE: True, DISABLED: True}  # added since the last periodic refresh
+        return True
+
+    tenants.on_miss = reload
+    r = Rules(tenants, now_us=NOW_US)
+    assert VALIDATORS["bars"](bar(tenant_id=DISABLED), r)[1] == DISABLED
+    assert len(reloads) == 1
+    tenants.on_miss = lambda: False  # rate-limited: no reload, the record is refused
+    with pytest.raises(RecordRejected, match="unknown_tenant"):
+        VALIDATORS["bars"](bar(tenant_id="00000000-0000-4000-8000-000000000000"), r)
