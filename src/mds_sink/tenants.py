@@ -38,7 +38,7 @@ class TenantRefresher:
         self._last_miss_reload = now
         try:
             self.refresh()
-        except Exception as exc:  # noqa: BLE001  (the record is judged against the set we have)
+        except Exception as exc:  # the record is judged against the set we have
             log.warning("tenant reload failed: %s", exc)
             return False
         return True
