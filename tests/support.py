@@ -309,7 +309,7 @@ def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> li
             for msg in consumer.consume(500, timeout=0.5):
                 if msg.error() is None:
                     found.append(msg)
-                    if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                    if (msg.offset() or 0) + 1 >= ends.get(msg.partition() or 0, 0):
                         ends.pop(msg.partition(), None)
         assert not ends, f"{topic}: partitions {sorted(ends)} not read to their end in {timeout_s:.0f}s"
         return found
