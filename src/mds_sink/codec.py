@@ -35,6 +35,8 @@ class SchemaSource(Protocol):
         """The writer schema for an id, as parsed JSON; raises SchemaNotFound."""
         ...
 
+    def close(self) -> None: ...
+
 
 def strip_logical_types(schema: Any) -> Any:
     """The same schema without logicalType annotations (same binary encoding, raw values)."""
@@ -78,6 +80,9 @@ class LocalSchemas:
             return self.by_id[schema_id]
         except KeyError:
             raise SchemaNotFound(f"schema id {schema_id} is not one of schemas/ (registry-less mode)") from None
+
+    def close(self) -> None:
+        """Nothing to release: the schemas are files."""
 
 
 def frame(schema_id: int, body: bytes) -> bytes:

@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from mds_sink.batcher import Batcher, Source
-from mds_sink.codec import Decoder, load_schema_file
+from mds_sink.codec import Decoder, SchemaSource, load_schema_file
 from mds_sink.deadletter import dead_letter_topic
 from mds_sink.dlq import DeadLetterView, Filters, replay_headers
 from mds_sink.kafka_io import BrokerUnavailable, consumer_config, producer_config
@@ -33,10 +33,9 @@ def topics_of(settings: Settings) -> dict[str, list[str]]:
     return out
 
 
-def decoders(settings: Settings) -> dict[str, Decoder]:
+def decoders(settings: Settings, source: SchemaSource) -> dict[str, Decoder]:
     """Source topic -> decoder with the current schemas (for tenant lookup and re-validation)."""
     schemas_dir = settings.schemas_dir or resource_dir("schemas")
-    source = open_schema_source(settings, schemas_dir)
     return {
         topic: Decoder(load_schema_file(schemas_dir / f"{TABLES[table].record}.avsc"), source)
         for topic, table in settings.topics.table_by_topic().items()
@@ -103,8 +102,9 @@ def _read(consumer: Consumer, assign: list[TopicPartition], ends: dict[tuple[str
 
 def read_dead_letters(settings: Settings, filters: Filters) -> Iterator[DeadLetterView]:
     consumer = Consumer({**consumer_config(settings), "group.id": f"mds-sink-dlq-reader-{uuid.uuid4().hex[:8]}"})
+    schemas = open_schema_source(settings, settings.schemas_dir or resource_dir("schemas"))
     try:
-        decoder_by_topic = decoders(settings)
+        decoder_by_topic = decoders(settings, schemas)
         assign, ends = _positions(consumer, list(topics_of(settings)))
         for msg in _read(consumer, assign, ends):
             view = _view(msg, decoder_by_topic)
@@ -112,6 +112,7 @@ def read_dead_letters(settings: Settings, filters: Filters) -> Iterator[DeadLett
                 yield view
     finally:
         consumer.close()
+        schemas.close()
 
 
 @dataclass
@@ -222,8 +223,9 @@ def replay(
         symbol_max_length=settings.validation.symbol_max_length,
     )
     limit = _RateLimit(rate_per_s)
+    schemas = open_schema_source(settings, settings.schemas_dir or resource_dir("schemas"))
     try:
-        decoder_by_topic = decoders(settings)
+        decoder_by_topic = decoders(settings, schemas)
         replayer = _Replayer(settings, filters, rules, decoder_by_topic, max_replays, summary)
         topics = list(topics_of(settings))
         assign, ends = _positions(consumer, topics, start=None if from_beginning else _committed(consumer, topics))
@@ -254,4 +256,5 @@ def replay(
     finally:
         consumer.close()
         pool.close()
+        schemas.close()
     return summary

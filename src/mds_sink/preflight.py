@@ -101,6 +101,9 @@ class RegistrySchemas:
         self._cache[schema_id] = loaded
         return loaded
 
+    def close(self) -> None:
+        self._client.close()
+
 
 def open_schema_source(settings: Settings, schemas_dir: Path) -> SchemaSource:
     if settings.kafka.schema_registry_url:

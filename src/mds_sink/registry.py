@@ -9,6 +9,6 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 def register_value_schema(url: str, topic: str, schema_file: Path) -> int:
     """Register (or find) the schema under the topic's `-value` subject; returns its id."""
-    client = SchemaRegistryClient({"url": url})
-    registered: int = client.register_schema(f"{topic}-value", Schema(schema_file.read_text(), "AVRO"))
+    with SchemaRegistryClient({"url": url}) as client:
+        registered: int = client.register_schema(f"{topic}-value", Schema(schema_file.read_text(), "AVRO"))
     return registered

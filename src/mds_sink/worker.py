@@ -93,6 +93,7 @@ class Worker:
 
         schemas_dir = s.schemas_dir or resource_dir("schemas")
         source: SchemaSource = open_schema_source(s, schemas_dir)
+        self.schema_source = source
         self.decoders = {
             spec.name: Decoder(load_schema_file(schemas_dir / f"{spec.record}.avsc"), source)
             for spec in self.routes.values()
@@ -421,6 +422,7 @@ class Worker:
                 log.warning("consumer close: %s", exc)
             self.dlq.close()
             self.pool.close()
+            self.schema_source.close()
         log.info("stopped%s", "" if drained else " without draining everything")
         return 0 if drained else 1
 
