@@ -147,11 +147,7 @@ def test_mixed_stream_lands_exactly_and_offsets_reach_the_end() -> None:
 def snapshot(scenario: Scenario, tenants: list[str]) -> dict[str, list[tuple[Any, ...]]]:
     out = {}
     for table in ("bars_minute", "bars_hour", "bars_day", "quotes", "news", "jobs", "latest_prices"):
-        out[table] = sorted(
-            row
-            for t in tenants
-            for row in scenario.rows(t, f"SELECT * FROM {table}")
-        )
+        out[table] = sorted(row for t in tenants for row in scenario.rows(t, f"SELECT * FROM {table}"))
     return out
 
 
