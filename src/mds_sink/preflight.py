@@ -34,7 +34,9 @@ FROM pg_roles r WHERE r.rolname = current_user
 
 RLS_CHECK = """
 SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
-       EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'tenant_guard')
+       -- guard mode: both triggers (new rows, and rows being updated), and enabled
+       (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgenabled <> 'D'
+         AND t.tgname IN ('tenant_guard', 'tenant_guard_old')) = 2
 FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)
 """
 

@@ -11,7 +11,7 @@ import pytest
 
 from mds_sink.settings import Settings, load_settings
 from tests.support import make_scenario, sink_env
-from tests.throwaway import migrated, owner_url, with_database
+from tests.throwaway import migrated, owner_url, switch_to_guard, with_database
 
 
 def start(settings: Settings, **env: str) -> tuple[int, str]:
@@ -83,3 +83,13 @@ def test_table_without_forced_row_security_is_refused(settings: Settings) -> Non
         code, err = start(settings, MDS_SINK_DATABASE__URL=scratch.database.url.get_secret_value())
     assert code == 2
     assert refusal(err).endswith("table quotes has neither forced row-level security nor the tenant guard")
+
+
+def test_guard_mode_needs_both_triggers_enabled(settings: Settings) -> None:
+    with migrated(load_settings(), owner_url(settings)) as scratch:
+        with psycopg.connect(owner_url(scratch), autocommit=True) as conn:
+            switch_to_guard(scratch)
+            conn.execute("ALTER TABLE news DISABLE TRIGGER tenant_guard_old")
+        code, err = start(settings, MDS_SINK_DATABASE__URL=scratch.database.url.get_secret_value())
+    assert code == 2
+    assert refusal(err).endswith("table news has neither forced row-level security nor the tenant guard")
