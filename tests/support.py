@@ -19,7 +19,7 @@ import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from mds_sink.kafka_io import admin_config, consumer_config, ensure_topics, producer_config
+from mds_sink.kafka_io import admin_config, consumer_config, ensure_topics, producer_config, watermarks
 from mds_sink.produce import RecordEncoder, encoder_for
 from mds_sink.resources import resource_dir
 from mds_sink.settings import Settings, load_settings
@@ -115,16 +115,9 @@ class Scenario:
         assert producer.flush(30) == 0
 
     def end_offsets(self) -> dict[tuple[str, int], int]:
-        consumer = Consumer({**consumer_config(self.settings), "group.id": unique("probe")})
-        try:
-            out: dict[tuple[str, int], int] = {}
-            metadata = consumer.list_topics(timeout=10)
-            for topic in self.settings.topics.table_by_topic():
-                for p in metadata.topics[topic].partitions:
-                    out[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            return out
-        finally:
-            consumer.close()
+        return {
+            tp: high for tp, (_low, high) in watermarks(self.settings, self.settings.topics.table_by_topic()).items()
+        }
 
     def committed(self) -> dict[tuple[str, int], int]:
         consumer = Consumer(consumer_config(self.settings))

@@ -15,7 +15,7 @@ from mds_sink.batcher import Batcher, Source
 from mds_sink.codec import Decoder, SchemaSource, load_schema_file
 from mds_sink.deadletter import dead_letter_topic
 from mds_sink.dlq import DeadLetterView, Filters, replay_headers
-from mds_sink.kafka_io import BrokerUnavailable, consumer_config, producer_config
+from mds_sink.kafka_io import BrokerUnavailable, consumer_config, producer_config, watermarks
 from mds_sink.preflight import open_schema_source
 from mds_sink.rejection import RecordRejected, field_error
 from mds_sink.resources import resource_dir
@@ -56,25 +56,19 @@ def _view(msg: Any, decoder_by_topic: dict[str, Decoder]) -> DeadLetterView:
 
 
 def _positions(
-    consumer: Consumer,
+    settings: Settings,
     topics: list[str],
     *,
     start: dict[tuple[str, int], int] | None = None,
 ) -> tuple[list[TopicPartition], dict[tuple[str, int], int]]:
     """Partitions to read, from `start` (or the low watermark) to the high watermark seen now."""
-    metadata = consumer.list_topics(timeout=10)
     assign: list[TopicPartition] = []
     ends: dict[tuple[str, int], int] = {}
-    for topic in topics:
-        t = metadata.topics.get(topic)
-        if t is None or t.error is not None:
-            continue
-        for p in t.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            begin = max(low, (start or {}).get((topic, p), low))
-            if high > begin:
-                assign.append(TopicPartition(topic, p, begin))
-                ends[(topic, p)] = high
+    for (topic, p), (low, high) in watermarks(settings, topics).items():
+        begin = max(low, (start or {}).get((topic, p), low))
+        if high > begin:
+            assign.append(TopicPartition(topic, p, begin))
+            ends[(topic, p)] = high
     return assign, ends
 
 
@@ -105,7 +99,7 @@ def read_dead_letters(settings: Settings, filters: Filters) -> Iterator[DeadLett
     schemas = open_schema_source(settings, settings.schemas_dir or resource_dir("schemas"))
     try:
         decoder_by_topic = decoders(settings, schemas)
-        assign, ends = _positions(consumer, list(topics_of(settings)))
+        assign, ends = _positions(settings, list(topics_of(settings)))
         for msg in _read(consumer, assign, ends):
             view = _view(msg, decoder_by_topic)
             if filters.matches(view):
@@ -183,8 +177,8 @@ class _Replayer:
         return table, row
 
 
-def _committed(consumer: Consumer, topics: list[str]) -> dict[tuple[str, int], int]:
-    probe, _ = _positions(consumer, topics)
+def _committed(settings: Settings, consumer: Consumer, topics: list[str]) -> dict[tuple[str, int], int]:
+    probe, _ = _positions(settings, topics)
     found = consumer.committed([TopicPartition(t.topic, t.partition) for t in probe], timeout=10)
     return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset is not None and tp.offset >= 0}
 
@@ -228,7 +222,9 @@ def replay(
         decoder_by_topic = decoders(settings, schemas)
         replayer = _Replayer(settings, filters, rules, decoder_by_topic, max_replays, summary)
         topics = list(topics_of(settings))
-        assign, ends = _positions(consumer, topics, start=None if from_beginning else _committed(consumer, topics))
+        assign, ends = _positions(
+            settings, topics, start=None if from_beginning else _committed(settings, consumer, topics)
+        )
         done: dict[tuple[str, int], int] = {}
         for msg in _read(consumer, assign, ends):
             done[(msg.topic(), msg.partition())] = (msg.offset() or 0) + 1

@@ -6,7 +6,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # exported, not in stubs
 
 from mds_sink.deadletter import DeadLetterRecord
@@ -134,3 +135,23 @@ class DeadLetterProducer:
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.flush(timeout_s)
+
+
+def watermarks(
+    settings: Settings, topics: Iterable[str], *, timeout_s: float = 10.0
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(low, high) watermark of every partition of the topics that exist, read by a throwaway consumer."""
+    probe = Consumer({**consumer_config(settings), "group.id": f"{settings.kafka.group_id}.watermarks"})
+    try:
+        metadata = probe.list_topics(timeout=timeout_s)
+        out: dict[tuple[str, int], tuple[int, int]] = {}
+        for topic in topics:
+            t = metadata.topics.get(topic)
+            if t is None or t.error is not None:
+                continue
+            for p in t.partitions:
+                low, high = probe.get_watermark_offsets(KafkaTopicPartition(topic, p), timeout=timeout_s)
+                out[(topic, p)] = (low, high)
+        return out
+    finally:
+        probe.close()

@@ -7,10 +7,10 @@ healed), so resetting only Kafka would be undone at the next assignment.
 from __future__ import annotations
 
 import psycopg
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from mds_sink.kafka_io import StartupError, admin_config, consumer_config
+from mds_sink.kafka_io import StartupError, admin_config, watermarks
 from mds_sink.settings import Settings
 
 
@@ -18,19 +18,7 @@ def reset_group(settings: Settings) -> int:
     """Move every partition of the group's topics to its earliest offset; returns the partition count."""
     topics = list(settings.topics.table_by_topic())
     group = settings.kafka.group_id
-    probe = Consumer({**consumer_config(settings), "group.id": f"{group}.reset-probe"})
-    try:
-        metadata = probe.list_topics(timeout=10)
-        partitions = []
-        for topic in topics:
-            t = metadata.topics.get(topic)
-            if t is None or t.error is not None:
-                continue
-            for p in t.partitions:
-                low, _high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                partitions.append(TopicPartition(topic, p, low))
-    finally:
-        probe.close()
+    partitions = [TopicPartition(t, p, low) for (t, p), (low, _high) in watermarks(settings, topics).items()]
     admin = AdminClient(admin_config(settings))
     try:
         future = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)])[group]
