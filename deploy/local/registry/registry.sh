@@ -30,7 +30,8 @@ SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 
 log() { printf '[registry] %s\n' "$*" >&2; }
 die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
-have() { command -v "$1" >/dev/null 2>&1; }
+# shellcheck source=deploy/local/lib.sh
+source "$SCRIPT_DIR/../lib.sh"
 
 # ---------------------------------------------------------------- settings
 HOST=127.0.0.1
@@ -72,24 +73,7 @@ MARKER=-Dmds.stack.registry=$STACK_DIR
 
 # ---------------------------------------------------------------- helpers
 # Live processes one of whose argv entries is exactly $MARKER.
-registry_pids() {
-  local pid
-  for pid in $(pgrep -f -- 'mds\.stack\.registry=' 2>/dev/null || true); do
-    [[ $pid == "$$" ]] && continue
-    if tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -Fxq -- "$MARKER"; then
-      echo "$pid"
-    fi
-  done
-}
-
-# shellcheck disable=SC2016
-port_open() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$1" 2>/dev/null; }
-
-port_owner() {
-  local out
-  out=$(ss -ltnpH "sport = :$1" 2>/dev/null | grep -o 'users:.*' | head -n1 || true)
-  printf '%s' "${out:-unknown process}"
-}
+registry_pids() { pids_with_arg 'mds\.stack\.registry=' "$MARKER"; }
 
 # HTTP status of GET URL (000 when nothing answers).
 http_status() {
@@ -172,22 +156,8 @@ prepare_run_dir() {
 }
 
 stop_registry() {
-  local pids deadline
-  pids=$(registry_pids)
-  if [[ -n $pids ]]; then
-    # shellcheck disable=SC2086
-    kill -TERM $pids 2>/dev/null || true
-    deadline=$((SECONDS + STOP_TIMEOUT))
-    while [[ -n $(registry_pids) ]] && (( SECONDS < deadline )); do sleep 0.2; done
-    pids=$(registry_pids)
-    if [[ -n $pids ]]; then
-      log "still running after ${STOP_TIMEOUT}s, sending SIGKILL to ${pids//$'\n'/ }"
-      # shellcheck disable=SC2086
-      kill -KILL $pids 2>/dev/null || true
-      deadline=$((SECONDS + 15))
-      while [[ -n $(registry_pids) ]] && (( SECONDS < deadline )); do sleep 0.2; done
-      [[ -z $(registry_pids) ]] || die "could not stop the registry (pids ${pids//$'\n'/ })"
-    fi
+  if [[ -n $(registry_pids) ]]; then
+    kill_pids TERM "$STOP_TIMEOUT" registry_pids
     log "stopped"
   fi
   rm -f -- "$PIDFILE"
