@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from mds_sink.settings import Settings, load_settings
+from mds_sink.tables import TENANT_TABLES
 from tests.control import (
     AGGREGATE_QUERY,
     EXPECTED_AGGREGATES,
@@ -71,18 +72,7 @@ def test_policies_apply_makes_plain_aggregate_views_once_and_says_so(db: tuple[S
     assert shown["timescaledb"] is None
     assert shown["pending"] == []
     assert {(t["table"], t["isolation"], t["hypertable"], t["reader_on_table"]) for t in shown["tables"]} == {
-        (t, "rls", False, True)
-        for t in (
-            "bars_minute",
-            "bars_hour",
-            "bars_day",
-            "quotes",
-            "fundamentals",
-            "news",
-            "option_snapshots",
-            "jobs",
-            "latest_prices",
-        )
+        (t, "rls", False, True) for t in TENANT_TABLES
     }
     retention = {t["table"]: t["retention"] for t in shown["tables"] if t["retention"]}
     assert retention == {
