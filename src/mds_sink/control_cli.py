@@ -16,6 +16,7 @@ import psycopg
 import typer
 
 from mds_sink import aggregates, policies, policy_db, query, retention
+from mds_sink.cli_common import fail, settings
 from mds_sink.policies import Change, DatabaseState, Plan
 from mds_sink.settings import Settings
 
@@ -28,22 +29,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of a tabl
 _WHEN = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 
 
-def _settings() -> Settings:
-    from mds_sink.cli import settings  # noqa: PLC0415  (cli imports this module; its --config wins)
-
-    return settings()
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"mds-sink: {message}", err=True)
-    return typer.Exit(code)
-
-
 def _url(s: Settings, which: str) -> str:
     secret = s.database.owner_url if which == "owner" else s.database.reader_url
     if secret is None:
         env = "MDS_SINK_DATABASE__OWNER_URL" if which == "owner" else "MDS_SINK_DATABASE__READER_URL"
-        raise _fail(f"invalid setting database.{which}_url ({env}): required for this command")
+        raise fail(f"invalid setting database.{which}_url ({env}): required for this command")
     return secret.get_secret_value()
 
 
@@ -57,7 +47,7 @@ def _connected(url: str, *, lock: bool = False) -> Iterator[psycopg.Connection[A
             yield conn
     except psycopg.OperationalError as exc:
         if "connection" in str(exc).lower() or exc.sqlstate is None:
-            raise _fail(f"cannot reach the database at {describe_dsn(url)}: {str(exc).splitlines()[0]}", 1) from None
+            raise fail(f"cannot reach the database at {describe_dsn(url)}: {str(exc).splitlines()[0]}", 1) from None
         raise
 
 
@@ -80,7 +70,7 @@ def policies_apply(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the changes, make none.")] = False,
 ) -> None:
     """Bring hypertables, compression, retention and aggregates in line with the settings (idempotent)."""
-    s = _settings()
+    s = settings()
     with _connected(_url(s, "owner"), lock=True) as conn:
         _, plan = _plan(conn, s)
         if dry_run:
@@ -90,13 +80,13 @@ def policies_apply(
             try:
                 policy_db.apply_plan(conn, plan, lock_timeout_s=s.policies.lock_timeout_s, done=_print_change)
             except psycopg.errors.LockNotAvailable:
-                raise _fail(
+                raise fail(
                     f"a table stayed locked for {s.policies.lock_timeout_s:g}s (policies.lock_timeout_s): "
                     "nothing of that table changed; run again",
                     1,
                 ) from None
             except psycopg.Error as exc:
-                raise _fail(
+                raise fail(
                     f"{str(exc).splitlines()[0]}: the changes of that table were rolled back (those printed above "
                     "are committed)",
                     1,
@@ -139,7 +129,7 @@ def _state_rows(state: DatabaseState, s: Settings) -> list[dict[str, Any]]:
 @policies_app.command("show")
 def policies_show(as_json: JsonOption = False) -> None:
     """The database's isolation modes, chunking, compression, retention and aggregates, and what apply would change."""
-    s = _settings()
+    s = settings()
     with _connected(_url(s, "owner")) as conn:
         state, plan = _plan(conn, s)
     tables = _state_rows(state, s)
@@ -186,20 +176,20 @@ def aggregates_refresh(
     only: Annotated[list[str] | None, typer.Option("--aggregate", help="bars_5m, bars_1h or bars_1d.")] = None,
 ) -> None:
     """Materialize the aggregates over [--from, --to) now, e.g. after corrections to old bars."""
-    s = _settings()
+    s = settings()
     names = [a.name for a in aggregates.AGGREGATES]
     for name in only or ():
         if name not in names:
-            raise _fail(f"--aggregate {name!r}: expected one of {', '.join(names)}")
+            raise fail(f"--aggregate {name!r}: expected one of {', '.join(names)}")
     start, end = _utc(start), _utc(end)
     if end <= start:
-        raise _fail("--to must be after --from")
+        raise fail("--to must be after --from")
     with _connected(_url(s, "owner")) as conn:
         state = policy_db.read_state(conn, reader=s.database.reader_role)
         wanted = [n for n in names if not only or n in only]
         missing = [n for n in wanted if n not in state.aggregates]
         if missing:
-            raise _fail(f"{', '.join(missing)} do not exist yet: run `mds-sink admin policies apply`", 1)
+            raise fail(f"{', '.join(missing)} do not exist yet: run `mds-sink admin policies apply`", 1)
         plain = [n for n in wanted if state.aggregates[n].kind != "continuous"]
         if plain:
             typer.echo(
@@ -211,14 +201,14 @@ def aggregates_refresh(
         try:
             policy_db.refresh_aggregates(conn, continuous, start, end, lambda n: typer.echo(f"{n}: refreshed {window}"))
         except psycopg.Error as exc:
-            raise _fail(f"refresh failed: {str(exc).splitlines()[0]}", 1) from None
+            raise fail(f"refresh failed: {str(exc).splitlines()[0]}", 1) from None
 
 
 # -- admin retention --------------------------------------------------------------------------------
 @retention_app.command("apply")
 def retention_apply() -> None:
     """Remove rows older than each table's `keep` now (TimescaleDB: drop chunks; else batched deletes)."""
-    s = _settings()
+    s = settings()
     with _connected(_url(s, "owner")) as conn:
         state = policy_db.read_state(conn, reader=s.database.reader_role)
         hypertables = None if state.timescaledb is None else {t.name for t in state.tables.values() if t.hypertable}
@@ -246,11 +236,11 @@ def query_latest_prices(
     as_json: JsonOption = False,
 ) -> None:
     """Latest price per vendor and symbol of one tenant."""
-    s = _settings()
+    s = settings()
     try:
         result = query.latest_prices(_url(s, "reader"), tenant, query.normalise_symbols(symbols), vendor)
     except query.QueryError as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     _show(result, as_json)
 
 
@@ -266,7 +256,7 @@ def query_bars(
     as_json: JsonOption = False,
 ) -> None:
     """Bars of one tenant and symbol in [--from, --to), oldest first."""
-    s = _settings()
+    s = settings()
     try:
         result = query.bars(
             _url(s, "reader"),
@@ -279,5 +269,5 @@ def query_bars(
             limit=limit,
         )
     except query.QueryError as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     _show(result, as_json)
