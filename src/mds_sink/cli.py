@@ -57,6 +57,10 @@ def run() -> None:
         code = worker.run()
     except StartupError as exc:
         raise fail(str(exc)) from None
+    except Exception as exc:
+        # Nothing of the failed batch was committed: a restart re-delivers it. The traceback is in the log.
+        logging.getLogger("mds_sink").exception("the sink stopped")
+        raise fail(f"stopped: {exc}", 3) from None
     raise typer.Exit(code)
 
 
