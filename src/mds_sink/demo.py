@@ -40,16 +40,16 @@ def show(settings: Settings, tenants: dict[str, str]) -> None:
             counts = []
             for tenant_id in tenants.values():
                 with conn.transaction():
-                    # The reader sees one tenant at a time: row security filters on app.tenant_id.
+                    # The reader sees one tenant at a time through the tenant views (either isolation mode).
                     conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
-                    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+                    row = conn.execute(f"SELECT count(*) FROM tenant_view.{table}").fetchone()
                 counts.append(row[0] if row else 0)
             typer.echo(f"{table:<18}" + "".join(f"{c:>17}" for c in counts))
         name, tenant_id = next(iter(tenants.items()))
         with conn.transaction():
             conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
             prices = conn.execute(
-                "SELECT symbol, vendor, price, source, ts FROM latest_prices ORDER BY symbol"
+                "SELECT symbol, vendor, price, source, ts FROM tenant_view.latest_prices ORDER BY symbol"
             ).fetchall()
         typer.echo(f"\nlatest prices of {name}:")
         for symbol, vendor, price, source, ts in prices:
