@@ -60,6 +60,8 @@ class Worker:
         self._commands: queue.Queue[Callable[[], None]] = queue.Queue()
         self._flush_requested = False
         self._gauges_at = 0.0
+        self._uncommitted: dict[TopicPartition, int] = {}  # offsets whose Kafka commit failed, to retry
+        self._commit_retry_at = 0.0
 
     # -- start-up -------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -205,6 +207,8 @@ class Worker:
         self.state.assignment.difference_update(tps)
         self.state.paused.difference_update(tps)
         self.operator_paused.difference_update(tps)
+        for tp in tps:
+            self._uncommitted.pop(tp, None)
         for topic, partition in tps:
             self.state.committed.pop((topic, partition), None)
             self.state.end_offsets.pop((topic, partition), None)
@@ -240,14 +244,30 @@ class Worker:
             if failed:
                 raise KafkaException(failed[0].error)
         except KafkaException as exc:
-            # The ledger already holds these offsets; the next owner seeks to them.
+            # The rows are in the database and the ledger holds these offsets, so nothing is lost; but Kafka
+            # must catch up even if no further record arrives (a rebalance in progress, say): retry soon.
             metrics.COMMITS.labels("failed").inc()
-            log.warning("offset commit failed (%s); the offsets ledger covers it", exc)
+            log.warning("offset commit failed (%s); retrying, the offsets ledger covers it meanwhile", exc)
+            for tp in offsets:
+                self._uncommitted[(tp.topic, tp.partition)] = tp.offset
             return
         metrics.COMMITS.labels("ok").inc()
         metrics.FLUSH_SECONDS.labels("commit").observe(time.perf_counter() - started)
         for tp in offsets:
-            self.state.committed[(tp.topic, tp.partition)] = tp.offset
+            key = (tp.topic, tp.partition)
+            self.state.committed[key] = tp.offset
+            if self._uncommitted.get(key, -1) <= tp.offset:
+                self._uncommitted.pop(key, None)
+
+    def _retry_commits(self, now: float) -> None:
+        """Commit again what failed to commit, for partitions still ours, at most once a second."""
+        if not self._uncommitted or now - self._commit_retry_at < 1.0:
+            return
+        self._commit_retry_at = now
+        pending, self._uncommitted = self._uncommitted, {}
+        self._commit_offsets(
+            [KafkaTopicPartition(t, p, o) for (t, p), o in pending.items() if (t, p) in self.state.assignment]
+        )
 
     def _handle_done(self, done: Sequence[Settled | FlushFailed]) -> None:
         for item in done:
@@ -409,6 +429,7 @@ class Worker:
                 self._flush_requested = False
                 self._submit_due(now_ms, force=forced)
                 self._backpressure()
+                self._retry_commits(time.monotonic())
                 self._update_gauges(time.monotonic())
                 self.state.beat()
             drained = self._drain(list(self.batcher.batches), deadline_s=s.shutdown_deadline_s)
