@@ -1,0 +1,92 @@
+"""The benchmark's own database on the local server: created once, migrated, emptied before each run.
+
+A database of its own, so a run can start from empty tables (TRUNCATE as the owner) without
+touching the shared `mds` database the tests use.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from mds_sink import migrate
+from mds_sink.settings import Settings, load_settings
+
+NAME = "mds_bench"
+# Everything the bars and quotes write, and the ledger: a run starts from none of it.
+WRITTEN = ("bars_minute", "bars_hour", "bars_day", "quotes", "latest_prices", "sink_offsets")
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def urls(base: Settings) -> dict[str, str]:
+    """The writer, owner and reader URLs of `base`, pointed at the bench database."""
+    found = {
+        "url": base.database.url,
+        "owner_url": base.database.owner_url,
+        "reader_url": base.database.reader_url,
+    }
+    missing = [k for k, v in found.items() if v is None]
+    if missing:
+        raise SystemExit(f"the benchmark needs MDS_SINK_DATABASE__{missing[0].upper()} (deploy/local/stack.sh env)")
+    return {k: with_database(v.get_secret_value(), NAME) for k, v in found.items() if v is not None}
+
+
+def prepare(base: Settings, tenant_ids: list[str]) -> Settings:
+    """Create (first time), migrate to head and register the tenants; settings pointing at it."""
+    owner = base.database.owner_url
+    assert owner is not None  # urls() checked
+    bench = urls(base)
+    with psycopg.connect(owner.get_secret_value(), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (NAME,)).fetchone() is None:
+            conn.execute(f"CREATE DATABASE {NAME}")
+            conn.execute(f"REVOKE ALL ON DATABASE {NAME} FROM PUBLIC")
+            conn.execute(
+                f"GRANT CONNECT ON DATABASE {NAME} TO {base.database.writer_role}, {base.database.reader_role}"
+            )
+    with psycopg.connect(bench["owner_url"], autocommit=True) as conn:
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    settings = load_settings(database=bench)
+    migrate.upgrade(settings)
+    with psycopg.connect(bench["owner_url"], autocommit=True) as conn:
+        for n, tenant in enumerate(tenant_ids):
+            conn.execute(
+                "INSERT INTO tenants (tenant_id, name) VALUES (%s, %s) ON CONFLICT (tenant_id) DO NOTHING",
+                (tenant, f"bench-{n}"),
+            )
+    return settings
+
+
+def empty(settings: Settings) -> None:
+    """No rows and no ledger: a fresh run (the owner may truncate; row security does not apply)."""
+    assert settings.database.owner_url is not None
+    with psycopg.connect(settings.database.owner_url.get_secret_value(), autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(WRITTEN)}")
+        # Planner statistics of the empty tables, as after a deployment: the run starts cold.
+        conn.execute(f"ANALYZE {', '.join(WRITTEN)}")
+
+
+def visible_rows(settings: Settings, tenant_ids: list[str]) -> dict[str, int]:
+    """Rows per logical table as the reader sees them, tenant by tenant (row security applies)."""
+    assert settings.database.reader_url is not None
+    counts = {"bars": 0, "quotes": 0}
+    with psycopg.connect(settings.database.reader_url.get_secret_value()) as conn:
+        for tenant in tenant_ids:
+            with conn.transaction():
+                conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
+                for table in counts:
+                    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+                    counts[table] += int(row[0]) if row else 0
+    return counts
+
+
+def server_settings(settings: Settings) -> dict[str, str]:
+    """Durability settings of the server: the numbers mean little without them."""
+    with psycopg.connect(settings.database.url.get_secret_value(), autocommit=True) as conn:
+        return {
+            name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+            for name in ("server_version", "fsync", "synchronous_commit", "full_page_writes", "shared_buffers")
+        }

@@ -1,0 +1,164 @@
+"""Latency under a steady offered load: produce time (CreateTime) to the group's committed offset.
+
+A sink runs on a topic of its own; bars are produced at a fixed rate for a fixed time while a
+thread polls the group's committed offsets every few milliseconds. A record's latency is the time
+of the first poll that saw it committed, minus its produce time; the committed offset moves only
+after the row is in the database, so this is produce-to-committed-row.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka.admin import AdminClient
+
+from benchmarks import benchdb, data
+from benchmarks.fill import recreate
+from benchmarks.sinkproc import CommitWatch, Sink
+from benchmarks.stats import Commit, commit_latencies, percentile
+from mds_sink.codec import frame, load_schema_file, local_schema_id, strip_logical_types
+from mds_sink.kafka_io import producer_config
+from mds_sink.resources import resource_dir
+from mds_sink.settings import Settings
+
+TICK_S = 0.005  # produce pacing and commit polling granularity
+WARMUP_S = 3.0  # records produced this early are left out (connections, first flush)
+
+
+@dataclass
+class Latency:
+    rate: float  # offered records/s
+    seconds: float
+    produced: int
+    measured: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    max_ms_setting: int
+    cpu_s: float
+    peak_rss_mb: float
+    never_committed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class _Watcher(threading.Thread):
+    def __init__(self, watch: CommitWatch) -> None:
+        super().__init__(name="bench-commit-watch", daemon=True)
+        self.watch = watch
+        self.commits: list[Commit] = []
+        self.latest: dict[int, int] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            found = self.watch.committed()
+            now_ms = time.time() * 1000
+            for (_topic, partition), offset in found.items():
+                if offset > self.latest.get(partition, -1):
+                    self.latest[partition] = offset
+                    self.commits.append(Commit(now_ms, partition, offset))
+            time.sleep(TICK_S)
+
+
+class _Load:
+    """Bars produced at a steady rate, each one's partition, offset and produce time kept."""
+
+    def __init__(self, settings: Settings, topic: str, shape: data.Shape, total: int) -> None:
+        self.topic = topic
+        self.shape = data.Shape(total, shape.partitions, shape.tenants, shape.symbols, 0.0)
+        self.tenants = self.shape.tenant_ids()
+        schema = load_schema_file(resource_dir("schemas") / "bar.avsc")
+        self.parsed, self.schema_id = fastavro.parse_schema(strip_logical_types(schema)), local_schema_id(schema)
+        self.producer = Producer(producer_config(settings))
+        self.produced: dict[int, list[tuple[int, float]]] = {}
+        self.failed: list[str] = []
+
+    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self.failed.append(str(err))
+            return
+        # CreateTime: set by the client when produce() was called, in ms.
+        self.produced.setdefault(msg.partition(), []).append((msg.offset(), float(msg.timestamp()[1])))
+
+    def offer(self, rate: float) -> float:
+        """Produce every record at `rate` records/s; returns the wall time the load began."""
+        out = io.BytesIO()
+        started, wall_started = time.monotonic(), time.time()
+        sent, total = 0, self.shape.records
+        while sent < total:
+            due = min(total, int((time.monotonic() - started) * rate))
+            while sent < due:
+                key, record = data.bar(self.shape, self.tenants, sent)
+                out.seek(0)
+                out.truncate()
+                fastavro.schemaless_writer(out, self.parsed, record)
+                value = frame(self.schema_id, out.getvalue())
+                self.producer.produce(self.topic, key=key, value=value, on_delivery=self._delivered)
+                sent += 1
+            self.producer.poll(0)
+            time.sleep(TICK_S)
+        self.producer.flush(30)
+        return wall_started
+
+
+def measure(
+    settings: Settings,
+    sink_env: Mapping[str, str],
+    shape: data.Shape,
+    *,
+    rate: float,
+    seconds: float,
+    log_dir: Path,
+) -> Latency:
+    topic = f"bench.latency.bars.p{shape.partitions}"
+    bootstrap = settings.kafka.bootstrap_servers
+    recreate(AdminClient({"bootstrap.servers": bootstrap, "log_level": 3}), topic, shape.partitions)
+    benchdb.empty(settings)
+    group = f"bench-latency-{uuid.uuid4().hex[:8]}"
+    env = {**sink_env, "MDS_SINK_KAFKA__GROUP_ID": group, "MDS_SINK_TOPICS__BARS": topic, "MDS_SINK_TOPICS__QUOTES": ""}
+    load = _Load(settings, topic, shape, int(rate * seconds))
+    sink = Sink(env, log_dir / f"sink-{group}.log", group)
+    watcher = _Watcher(CommitWatch(bootstrap, group, [(topic, p) for p in range(shape.partitions)]))
+    try:
+        sink.wait_ready(timeout_s=60)
+        cpu0 = sink.sample().cpu_s
+        watcher.start()
+        wall_started = load.offer(rate)
+        wanted = {p: records[-1][0] + 1 for p, records in load.produced.items()}
+        deadline = time.monotonic() + 60
+        while any(watcher.latest.get(p, -1) < end for p, end in wanted.items()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        final = sink.sample()
+    finally:
+        watcher.stop.set()
+        watcher.join(timeout=10)
+        watcher.watch.close()
+        sink.stop()
+    cutoff_ms = (wall_started + WARMUP_S) * 1000
+    kept = {p: [(o, t) for o, t in records if t >= cutoff_ms] for p, records in load.produced.items()}
+    latencies = sorted(commit_latencies(kept, watcher.commits))
+    return Latency(
+        rate=rate,
+        seconds=seconds,
+        produced=sum(len(r) for r in load.produced.values()),
+        measured=len(latencies),
+        p50_ms=percentile(latencies, 50),
+        p95_ms=percentile(latencies, 95),
+        p99_ms=percentile(latencies, 99),
+        max_ms=latencies[-1] if latencies else float("nan"),
+        max_ms_setting=int(env.get("MDS_SINK_BATCHING__MAX_MS", settings.batching.max_ms)),
+        cpu_s=final.cpu_s - cpu0,
+        peak_rss_mb=final.hwm_kb / 1024,
+        never_committed=sum(len(r) for r in kept.values()) - len(latencies),
+        notes=load.failed[:3],
+    )

@@ -1,0 +1,53 @@
+"""One summary line per figure, as the run goes."""
+
+from __future__ import annotations
+
+import os
+
+from benchmarks.bounds import Consumed, Written
+from benchmarks.e2e import Drained
+from benchmarks.latency import Latency
+
+
+def line(name: str, value: str, detail: str = "") -> None:
+    print(f"{name:<30} {value:>18}  {detail}".rstrip(), flush=True)
+
+
+def consumed(c: Consumed) -> None:
+    line("(1) consume+decode+validate", f"{c.rate:,.0f} rec/s", f"{c.records:,} in {c.seconds:.1f}s, no database")
+
+
+def written(phase: str, w: Written, batches: int) -> None:
+    detail = f"{w.rows:,} rows in {w.seconds:.1f}s, {batches} batches, no Kafka"
+    line(f"(2) copy+upsert, {phase}", f"{w.rate:,.0f} rec/s", detail)
+
+
+def drained(d: Drained) -> None:
+    sink = d.per_sink[0]
+    line("(3) end to end, one sink", f"{d.rate:,.0f} rec/s", f"{d.records:,} in {d.seconds:.1f}s from ready")
+    line("    with start-up", f"{d.rate_with_startup:,.0f} rec/s", f"ready after {sink.ready_s:.1f}s")
+    busy = f"machine busy {d.machine_busy:.0%} of {os.cpu_count()} cores (broker, database, sink)"
+    line("    sink CPU", f"{d.cpu_s_per_million:.1f} s/M rec", busy)
+    line("    sink peak RSS", f"{sink.peak_rss_mb:,.0f} MB", f"VmHWM while draining {d.records:,} records")
+
+
+def ratio(value: float, lower: float) -> None:
+    line("    ratio (3) / min((1), (2))", f"{value:.2f}", f"smaller bound {lower:,.0f} rec/s")
+
+
+def latency(m: Latency) -> None:
+    figures = f"{m.p50_ms:,.0f} / {m.p95_ms:,.0f} / {m.p99_ms:,.0f} ms"
+    detail = f"{m.rate:,.0f} rec/s for {m.seconds:.0f}s; max {m.max_ms:,.0f} ms; target p99 <= {m.max_ms_setting + 100}"
+    line("latency p50 / p95 / p99", figures, detail)
+    unseen = f"; {m.never_committed} never seen committed" if m.never_committed else ""
+    line(
+        "    sink CPU at that load", f"{m.cpu_s / m.seconds:.0%} of a core", f"peak RSS {m.peak_rss_mb:,.0f} MB{unseen}"
+    )
+
+
+def scaled(d: Drained, one: float | None) -> None:
+    peak = max(s.peak_rss_mb for s in d.per_sink)
+    detail = f"{d.records:,} in {d.seconds:.1f}s, {d.cpu_s_per_million:.1f} CPU s/M rec, peak RSS {peak:,.0f} MB each"
+    line("two sinks, one group", f"{d.rate:,.0f} rec/s", detail)
+    if one is not None:
+        line("    vs one sink", f"x{d.rate / one:.2f}")
