@@ -46,6 +46,10 @@ from mds_sink.writer import Writer, open_pool
 log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 1000
+# A database slower than decoding: wait this long for the flusher before pausing the partitions.
+# A pause drops every record librdkafka has prefetched for them, fetched again on resume, so short
+# waits cost less than a pause; still far below max.poll.interval.ms, and rebalances wait at most this.
+FLUSHER_WAIT_S = 1.0
 
 
 class Worker:
@@ -300,10 +304,22 @@ class Worker:
                 return False
         return True
 
+    def _blocked(self) -> bool:
+        """A full batch waits for the flusher: reading on would only buffer more."""
+        return not self.flusher.has_room() and any(self.batcher.is_full(t) for t in self.batcher.batches)
+
+    def _wait_for_flusher(self) -> None:
+        """Backpressure without a pause: settle, commit and submit as the flusher frees a slot."""
+        deadline = time.monotonic() + FLUSHER_WAIT_S
+        while self._blocked() and not self.stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._handle_done(self.flusher.collect(timeout_s=min(remaining, 0.1)))
+            self._submit_due(time.monotonic() * 1000)
+
     def _backpressure(self) -> None:
-        full = self.batcher.buffered >= self.settings.batching.max_buffered_records or (
-            not self.flusher.has_room() and any(self.batcher.is_full(t) for t in self.batcher.batches)
-        )
+        full = self.batcher.buffered >= self.settings.batching.max_buffered_records or self._blocked()
         if full and not self._paused:
             self.consumer.pause([KafkaTopicPartition(t, p) for t, p in self.state.assignment])
             self._paused = True
@@ -428,6 +444,7 @@ class Worker:
                 forced = list(self.batcher.batches) if self._flush_requested else []
                 self._flush_requested = False
                 self._submit_due(now_ms, force=forced)
+                self._wait_for_flusher()
                 self._backpressure()
                 self._retry_commits(time.monotonic())
                 self._update_gauges(time.monotonic())
