@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from mds_sink.rejection import Rejection
 from mds_sink.tables import TableSpec
@@ -17,9 +17,11 @@ from mds_sink.validate import Row
 TopicPartition = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where a record came from, and the record itself (kept to dead-letter it verbatim)."""
+class Source(NamedTuple):
+    """Where a record came from, and the record itself (kept to dead-letter it verbatim).
+
+    A named tuple, not a frozen dataclass: one is made per record, at a third of the cost.
+    """
 
     topic: str
     partition: int
@@ -52,19 +54,18 @@ class TableBatch:
 
     def add(self, row: Row, source: Source, size: int) -> None:
         spec = self.spec
-        key = tuple(row[i] for i in spec.key_index)
+        key = spec.key_of(row)
         held = self.rows.get(key)
         if held is not None:
             if spec.on_conflict == "ignore":
                 # An outbox keeps the first request for a key; a repeat in the same batch is the same job.
                 self._advance(source, size)
                 return
-            if spec.revision_column is not None:
-                rev = spec.column_names.index(spec.revision_column)
-                # The newest revision wins, then the latest offset: a late older correction changes nothing.
-                if row[rev] < held[0][rev]:
-                    self._advance(source, size)
-                    return
+            rev = spec.revision_index
+            # The newest revision wins, then the latest offset: a late older correction changes nothing.
+            if rev is not None and row[rev] < held[0][rev]:
+                self._advance(source, size)
+                return
         self.rows[key] = (row, source)
         self._advance(source, size)
 

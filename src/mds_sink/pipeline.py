@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
 
@@ -31,10 +31,20 @@ log = logging.getLogger(__name__)
 class Message(Protocol):
     """What the pipeline reads of a consumed record (confluent_kafka.Message has all of it)."""
 
+    def error(self) -> Any: ...
     def topic(self) -> str | None: ...
     def partition(self) -> int | None: ...
     def offset(self) -> int | None: ...
     def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Lane:
+    """Everything a topic's records go through, looked up once per topic instead of once per record."""
+
+    spec: TableSpec
+    decode: Callable[[bytes | None], Record]
+    validate: Callable[[Record, Rules], Row]
 
 
 @dataclass
@@ -47,29 +57,51 @@ class Ingest:
     batcher: Batcher
     on_reject: Callable[[DeadLetter], None] = lambda _dl: None
     validators: Mapping[str, Callable[[Record, Rules], Row]] = field(default_factory=lambda: VALIDATORS)
+    _lanes: dict[str, _Lane] = field(default_factory=dict)
+
+    def _lane(self, topic: str) -> _Lane:
+        spec = self.routes[topic]
+        lane = self._lanes[topic] = _Lane(spec, self.decoders[spec.name].decode, self.validators[spec.name])
+        return lane
+
+    def add_all(self, msgs: Sequence[Message], now_ms: float) -> tuple[dict[str, int], list[Message]]:
+        """A poll's records into their batches; returns records per topic, and the error events."""
+        counts: dict[str, int] = {}
+        errors: list[Message] = []
+        batches: dict[str, TableBatch] = {}  # no batch is taken while this runs
+        rules = self.rules
+        for msg in msgs:
+            if msg.error() is not None:
+                errors.append(msg)
+                continue
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None  # set on every record
+            lane = self._lanes.get(topic) or self._lane(topic)
+            batch = batches.get(topic)
+            if batch is None:
+                batch = batches[topic] = self.batcher.batch(lane.spec, now_ms)
+            value = msg.value()
+            size = len(value) if value is not None else 0
+            source = Source(topic, partition, offset, msg)
+            counts[topic] = counts.get(topic, 0) + 1
+            try:
+                row = lane.validate(lane.decode(value), rules)
+            except RecordRejected as exc:
+                self._reject(batch, DeadLetter(source, exc.rejection), size)
+                continue
+            except (KeyError, TypeError, ValueError) as exc:  # a writer schema without a field the rules need
+                self._reject(batch, DeadLetter(source, field_error(exc)), size)
+                continue
+            batch.add(row, source, size)
+        return counts, errors
 
     def add(self, msg: Message, now_ms: float) -> None:
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        assert topic is not None and partition is not None and offset is not None  # set on every record
-        spec = self.routes[topic]
-        batch = self.batcher.batch(spec, now_ms)
-        value = msg.value()
-        size = len(value) if value is not None else 0
-        source = Source(topic, partition, offset, msg)
-        try:
-            record = self.decoders[spec.name].decode(value)
-            row = self.validators[spec.name](record, self.rules)
-        except RecordRejected as exc:
-            dead = DeadLetter(source, exc.rejection)
-            batch.reject(source, exc.rejection, size)
-            self.on_reject(dead)
-            return
-        except (KeyError, TypeError, ValueError) as exc:  # a writer schema without a field the rules need
-            dead = DeadLetter(source, field_error(exc))
-            batch.reject(source, dead.rejection, size)
-            self.on_reject(dead)
-            return
-        batch.add(row, source, size)
+        """One record (tests, tools); the consumer loop hands whole polls to add_all."""
+        self.add_all([msg], now_ms)
+
+    def _reject(self, batch: TableBatch, dead: DeadLetter, size: int) -> None:
+        batch.reject(dead.source, dead.rejection, size)
+        self.on_reject(dead)
 
 
 class RowWriter(Protocol):

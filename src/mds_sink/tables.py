@@ -7,8 +7,10 @@ than the COPY itself, and the conversion is almost free in SQL (`from_stage`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 _TS = "timestamptz 'epoch' + {c} * interval '1 microsecond'"
 _DATE = "date '1970-01-01' + {c}"
@@ -77,19 +79,31 @@ class TableSpec:
     revision_column: str | None = None
     latest_price: LatestPriceFeed | None = None
     targets: tuple[Target, ...] = ()
+    # Derived from the above once: every record's dedupe uses them, so they are not recomputed per call.
+    column_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    key_index: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    key_of: Callable[[tuple[Any, ...]], tuple[Any, ...]] = field(init=False, repr=False, compare=False)
+    revision_index: int | None = field(init=False, repr=False, compare=False)
+    tenant_index: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(c.name for c in self.columns)
+        index = tuple(names.index(k) for k in self.key)
+        # itemgetter of two or more indexes returns the tuple itself; of one, the bare value.
+        key_of = operator.itemgetter(*index) if len(index) > 1 else (lambda row: (row[index[0]],))
+        revision = None if self.revision_column is None else names.index(self.revision_column)
+        for attr, value in (
+            ("column_names", names),
+            ("key_index", index),
+            ("key_of", key_of),
+            ("revision_index", revision),
+            ("tenant_index", names.index("tenant_id")),
+        ):
+            object.__setattr__(self, attr, value)
 
     @property
     def physical(self) -> tuple[Target, ...]:
         return self.targets or (Target(self.name),)
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
-
-    @property
-    def key_index(self) -> tuple[int, ...]:
-        names = self.column_names
-        return tuple(names.index(k) for k in self.key)
 
     def column(self, name: str) -> Column:
         for c in self.columns:

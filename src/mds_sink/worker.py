@@ -8,7 +8,6 @@ import queue
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -426,15 +425,10 @@ class Worker:
                 started = time.perf_counter()
                 now_ms = time.monotonic() * 1000
                 self.rules.now_us = int(time.time() * 1e6)
-                per_topic: Counter[str] = Counter()
-                for msg in msgs:
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            log.warning("consumer error: %s", err)
-                        continue
-                    self.ingest.add(msg, now_ms)
-                    per_topic[msg.topic() or ""] += 1
+                per_topic, errors = self.ingest.add_all(msgs, now_ms)
+                for event in errors:
+                    if event.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("consumer error: %s", event.error())
                 if msgs:
                     metrics.FLUSH_SECONDS.labels("decode").observe(time.perf_counter() - started)
                     for topic, n in per_topic.items():

@@ -65,7 +65,7 @@ class Writer:
         """Stage, upsert tenant by tenant, move the ledger; all or nothing. `commit=False` probes."""
         sql = self._sql[spec.name]
         by_tenant: dict[str, int] = defaultdict(int)
-        tenant_at = spec.column_names.index("tenant_id")
+        tenant_at = spec.tenant_index
         with self._pool.connection() as conn:
             staged = self._staged.setdefault(conn, set())
             if rows and spec.name not in staged:
