@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from mds_sink.avro_fast import FlatReader, compile_reader
 from mds_sink.rejection import decode_error
 
 MAGIC = 0
@@ -103,13 +104,14 @@ class Decoder:
     reader: AvroSchema
     source: SchemaSource
     _parsed_reader: Any = None
-    _writers: dict[int, tuple[Any, Any]] = field(default_factory=dict)
+    # schema id -> (parsed writer schema, reader schema if resolution is needed, generated fast reader)
+    _writers: dict[int, tuple[Any, Any, FlatReader | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._parsed_reader = fastavro.parse_schema(strip_logical_types(self.reader))
         self._reader_name = self._parsed_reader["name"]
 
-    def _resolve(self, schema_id: int) -> tuple[Any, Any]:
+    def _resolve(self, schema_id: int) -> tuple[Any, Any, FlatReader | None]:
         try:
             writer = self.source.writer_schema(schema_id)
         except SchemaNotFound as exc:
@@ -120,9 +122,9 @@ class Decoder:
                 "schema_mismatch",
                 f"schema id {schema_id} is {parsed.get('name')!r}, this topic carries {self._reader_name!r}",
             )
-        # Same schema: no resolution needed, which is the fast path of fastavro.
+        # Same schema: no resolution needed, which is the fast path of fastavro, and ours.
         same = to_parsing_canonical_form(parsed) == to_parsing_canonical_form(self._parsed_reader)
-        resolved = (parsed, None if same else self._parsed_reader)
+        resolved = (parsed, None, compile_reader(parsed)) if same else (parsed, self._parsed_reader, None)
         self._writers[schema_id] = resolved
         return resolved
 
@@ -134,7 +136,12 @@ class Decoder:
         magic, schema_id = HEADER.unpack_from(value)
         if magic != MAGIC:
             raise decode_error("bad_magic", f"magic byte is {magic & 0xFF}, expected 0 (Confluent wire format)")
-        writer, reader = self._writers.get(schema_id) or self._resolve(schema_id)
+        writer, reader, fast = self._writers.get(schema_id) or self._resolve(schema_id)
+        if fast is not None:
+            try:
+                return fast(value, HEADER.size)
+            except Exception:
+                pass  # not the plain encoding: fastavro below decides what it is, and why
         body = BytesIO(value)
         body.seek(HEADER.size)
         try:
