@@ -13,6 +13,7 @@ class FlushSql:
     copy: str
     upsert: str  # parameter: %(tenant)s
     stage_table: str
+    binary_types: tuple[str, ...] | None = None  # the COPY is binary: psycopg's set_types()
 
 
 def _changed(names: list[str]) -> str:
@@ -49,13 +50,16 @@ def flush_sql(spec: TableSpec) -> FlushSql:
         + ") ON COMMIT DELETE ROWS"
     )
     copy = f"COPY {stage} ({', '.join(spec.column_names)}) FROM STDIN"
+    if spec.copy_binary:
+        copy += " (FORMAT BINARY)"
+    types = tuple(c.stage_type for c in spec.columns) if spec.copy_binary else None
     inserts = [_insert(spec, target, stage) for target in spec.physical]
     feed = spec.latest_price
     if feed is None:
         if len(inserts) == 1:
-            return FlushSql(create, copy, inserts[0], stage)
+            return FlushSql(create, copy, inserts[0], stage, types)
         ctes = ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(inserts))
-        return FlushSql(create, copy, f"WITH {ctes} SELECT 1", stage)
+        return FlushSql(create, copy, f"WITH {ctes} SELECT 1", stage, types)
     returning = (
         f" RETURNING t.tenant_id, t.vendor, t.symbol, t.ts, {feed.price} AS price, {feed.bid} AS bid, {feed.ask} AS ask"
     )
@@ -73,7 +77,7 @@ def flush_sql(spec: TableSpec) -> FlushSql:
         "(EXCLUDED.price, EXCLUDED.bid, EXCLUDED.ask, EXCLUDED.source) IS DISTINCT FROM "
         "(lp.price, lp.bid, lp.ask, lp.source))"
     )
-    return FlushSql(create, copy, upsert, stage)
+    return FlushSql(create, copy, upsert, stage, types)
 
 
 LEDGER_UPSERT = (

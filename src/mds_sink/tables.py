@@ -44,7 +44,9 @@ def _float(name: str) -> Column:
 
 
 def _int(name: str, pg_type: str = "bigint") -> Column:
-    return Column(name, pg_type, pg_type)
+    # Staged as bigint whatever the column: an Avro int is read as any 64-bit value, and a binary
+    # COPY into an integer column would wrap it silently; the INSERT's cast refuses it (22003).
+    return Column(name, pg_type, "bigint")
 
 
 _TENANT = Column("tenant_id", "uuid", "text", "{c}::uuid")
@@ -79,6 +81,11 @@ class TableSpec:
     revision_column: str | None = None
     latest_price: LatestPriceFeed | None = None
     targets: tuple[Target, ...] = ()
+    # Binary COPY formats a row in a fifth of the time of text, for client and server. Only for tables
+    # whose every staged value has exactly its staged type (ints, floats, validated or plain text): the
+    # text format lets psycopg refuse a NUL in free text before the server does, with the reason the
+    # dead letters of news and jobs carry (db_data_error); a NUL in binary COPY is refused by the server.
+    copy_binary: bool = False
     # Derived from the above once: every record's dedupe uses them, so they are not recomputed per call.
     column_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
     key_index: tuple[int, ...] = field(init=False, repr=False, compare=False)
@@ -133,6 +140,7 @@ BARS = TableSpec(
     key=("ts", "tenant_id", "vendor", "symbol", "timeframe"),
     time_column="ts",
     revision_column="revision",
+    copy_binary=True,
     latest_price=LatestPriceFeed(
         price="close", bid="NULL::double precision", ask="NULL::double precision", source="'bar'"
     ),
@@ -162,6 +170,7 @@ QUOTES = TableSpec(
     key=("ts", "tenant_id", "vendor", "symbol"),
     time_column="ts",
     revision_column="revision",
+    copy_binary=True,
     latest_price=LatestPriceFeed(price="(bid + ask) / 2", bid="bid", ask="ask", source="'quote'"),
 )
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import struct
 import time
 import weakref
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -64,8 +67,7 @@ class Writer:
     ) -> WriteResult:
         """Stage, upsert tenant by tenant, move the ledger; all or nothing. `commit=False` probes."""
         sql = self._sql[spec.name]
-        by_tenant: dict[str, int] = defaultdict(int)
-        tenant_at = spec.tenant_index
+        by_tenant = Counter(map(itemgetter(spec.tenant_index), rows))
         with self._pool.connection() as conn:
             staged = self._staged.setdefault(conn, set())
             if rows and spec.name not in staged:
@@ -75,10 +77,7 @@ class Writer:
             with conn.transaction(), conn.cursor() as cur:
                 started = time.perf_counter()
                 if rows:
-                    with cur.copy(sql.copy) as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                            by_tenant[row[tenant_at]] += 1
+                    self._copy(cur, sql, rows)
                 copied = time.perf_counter()
                 # One round trip for every tenant's statements and the ledger, not two per tenant: the
                 # flush thread waits on the network once, and re-takes the GIL from the decoding once.
@@ -97,6 +96,19 @@ class Writer:
             FLUSH_SECONDS.labels("copy").observe(copied - started)
             FLUSH_SECONDS.labels("upsert").observe(time.perf_counter() - copied)
         return WriteResult(len(rows), len(by_tenant))
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor[Any], sql: FlushSql, rows: Sequence[Row]) -> None:
+        with cur.copy(sql.copy) as copy:
+            if sql.binary_types is not None:
+                copy.set_types(list(sql.binary_types))
+            for row in rows:
+                try:
+                    copy.write_row(row)
+                except (TypeError, ValueError, OverflowError, struct.error) as exc:
+                    # A value the binary format cannot carry as its column's type: that row is poison,
+                    # as the server's refusal of the same value in text would be (found by halving).
+                    raise psycopg.DataError(f"cannot stage {row!r:.200}: {exc}") from exc
 
     def ledger(self, topics: Iterable[str]) -> dict[TopicPartition, int]:
         with self._pool.connection() as conn:
