@@ -90,6 +90,8 @@ def drain(
         done = time.monotonic()
         busy1 = machine_busy()
         final = [p.sample() for p in procs]
+        for p in procs:
+            p.save_metrics(log_dir / f"sink-{p.name}.metrics")
         visible = benchdb.visible_rows(settings, tenant_ids)
     finally:
         codes = [p.stop() for p in procs]

@@ -86,6 +86,14 @@ class Sink:
     def sample(self) -> ProcSample:
         return sample(self.pid)
 
+    def save_metrics(self, path: Path) -> None:
+        """The sink's /metrics as they stand, beside its log: flush phases, batch sizes, commits."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as reply:
+                path.write_bytes(reply.read())
+        except (urllib.error.URLError, OSError) as exc:
+            path.write_text(f"metrics not read: {exc}\n")
+
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM (drain, commit, leave the group); SIGKILL this process only if it overstays."""
         if self.proc.poll() is None:
