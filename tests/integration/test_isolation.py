@@ -213,6 +213,8 @@ def test_the_sinks_upsert_also_works_through_the_views(world: World) -> None:
         for rows in batches:
             with conn.transaction(), conn.cursor() as cur:
                 with cur.copy(sql.copy) as copy:
+                    if sql.binary_types is not None:  # as the writer stages: binary COPY needs the types
+                        copy.set_types(list(sql.binary_types))
                     for row in rows:
                         copy.write_row(row)
                 # One tenant per context; B's staged row is filtered out under A's, as in the sink.
