@@ -1,7 +1,9 @@
 """The flush thread: settles batches one at a time, in order, retrying transient failures.
 
 It runs beside the consumer loop, so the database write of one batch overlaps the decoding of the
-next, and a slow or unavailable database never keeps the consumer from polling.
+next, and a slow or unavailable database never keeps the consumer from polling. With `prepare`, a
+stager thread begins each batch's transaction (its COPY into the session's own staging table) while
+the batch before is written; upserts and commits still happen one batch at a time, in order.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from mds_sink.metrics import BATCH_BYTES, BATCH_ROWS, BREAKER_OPEN, LAST_FLUSH, 
 from mds_sink.pipeline import Settled
 from mds_sink.settings import RetrySettings
 from mds_sink.state import LastFlush, SinkState
+from mds_sink.writer import Staged
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +45,32 @@ class FlushFailed:
 class Flusher:
     def __init__(
         self,
-        settle: Callable[[TableBatch], Settled],
+        settle: Callable[[TableBatch, Staged | None], Settled],
         *,
         retry: RetrySettings,
         state: SinkState,
         depth: int = 2,
         on_retry: Callable[[str, BaseException], None] = lambda _t, _e: None,
+        prepare: Callable[[TableBatch], Staged] | None = None,
     ) -> None:
         self._settle = settle
+        self._prepare = prepare
         self._retry = retry
         self._state = state
         self._on_retry = on_retry
         self._todo: queue.Queue[TableBatch | None] = queue.Queue(maxsize=depth)
         self._done: queue.Queue[Settled | FlushFailed] = queue.Queue()
+        # With `prepare`: batches begun by the stager, one at a time (the slot), waiting for their turn.
+        self._ready: queue.Queue[tuple[TableBatch, Staged | None] | None] = queue.Queue(maxsize=1)
+        self._slot = threading.Semaphore(1)
         self._pending = 0
         self._lock = threading.Lock()
         self.newest_event_us: dict[str, int] = {}
         self.abort = threading.Event()  # set when the drain deadline passes: give up retrying
         self._thread = threading.Thread(target=self._run, name="mds-flush", daemon=True)
         self._thread.start()
+        if prepare is not None:
+            threading.Thread(target=self._stage, name="mds-stage", daemon=True).start()
 
     @property
     def pending(self) -> int:
@@ -93,28 +103,52 @@ class Flusher:
         self._todo.put(None)
         self._thread.join(timeout=5)
 
-    def _run(self) -> None:
+    def _stage(self) -> None:
+        """The stager thread: begin each batch's transaction (its COPY) while the one before is written."""
+        assert self._prepare is not None
         while True:
+            self._slot.acquire()  # at most one batch begun and waiting: one extra connection
             batch = self._todo.get()
             if batch is None:
+                self._ready.put(None)
                 return
-            started = time.monotonic()
             try:
-                settled = self._settle_retrying(batch)
-            except BaseException as exc:
-                self._state.last_error = f"{batch.spec.name}: {exc}"
-                self._done.put(FlushFailed(batch.spec.name, exc))
-                continue
-            now = time.time()
-            self._state.last_flush = LastFlush(
-                settled.table, now, settled.rows, len(settled.dead_letters), time.monotonic() - started
-            )
-            ROWS_WRITTEN.labels(settled.table).inc(settled.rows)
-            BATCH_ROWS.labels(settled.table).observe(settled.rows)
-            BATCH_BYTES.labels(settled.table).observe(batch.bytes)
-            LAST_FLUSH.set(now)
-            self._record_newest(batch)
-            self._done.put(settled)
+                staged: Staged | None = self._prepare(batch)
+            except Exception as exc:  # the write begins again in its turn, and meets (and classifies) this
+                log.debug("could not begin the flush of %s ahead: %s", batch.spec.name, exc)
+                staged = None
+            self._ready.put((batch, staged))
+
+    def _next(self) -> tuple[TableBatch, Staged | None] | None:
+        if self._prepare is None:
+            batch = self._todo.get()
+            return None if batch is None else (batch, None)
+        item = self._ready.get()
+        self._slot.release()
+        return item
+
+    def _run(self) -> None:
+        while (item := self._next()) is not None:
+            self._settle_one(*item)
+
+    def _settle_one(self, batch: TableBatch, ahead: Staged | None) -> None:
+        started = time.monotonic()
+        try:
+            settled = self._settle_retrying(batch, ahead)
+        except BaseException as exc:
+            self._state.last_error = f"{batch.spec.name}: {exc}"
+            self._done.put(FlushFailed(batch.spec.name, exc))
+            return
+        now = time.time()
+        self._state.last_flush = LastFlush(
+            settled.table, now, settled.rows, len(settled.dead_letters), time.monotonic() - started
+        )
+        ROWS_WRITTEN.labels(settled.table).inc(settled.rows)
+        BATCH_ROWS.labels(settled.table).observe(settled.rows)
+        BATCH_BYTES.labels(settled.table).observe(batch.bytes)
+        LAST_FLUSH.set(now)
+        self._record_newest(batch)
+        self._done.put(settled)
 
     def _record_newest(self, batch: TableBatch) -> None:
         """Newest event time written per topic, for the freshness gauge."""
@@ -156,7 +190,7 @@ class Flusher:
         RETRIES.labels(classify(exc).value).inc()
         self._on_retry(classify(exc).value, exc)
 
-    def _settle_retrying(self, batch: TableBatch) -> Settled:
+    def _settle_retrying(self, batch: TableBatch, ahead: Staged | None) -> Settled:
         self._unknown_attempts = 0
         self._failures = 0
         retrying = Retrying(
@@ -166,7 +200,7 @@ class Flusher:
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        settled: Settled = retrying(self._settle, batch)
+        settled: Settled = retrying(self._settle, batch, ahead)
         if self._state.breaker_open:
             log.info("database is back: circuit breaker closed")
         self._state.breaker_open = False

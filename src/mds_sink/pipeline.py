@@ -4,6 +4,7 @@ poll -> decode -> validate -> batch          (Ingest.add, on the consumer thread
 settle(batch):                               (on the flush thread)
     1. produce the batch's dead letters and wait for the broker's acknowledgement
     2. one transaction: COPY to staging, upsert per tenant, offsets ledger
+       (the transaction and its COPY may have begun while the batch before was written)
        (a poison row: roll back, isolate the bad rows by halving, dead-letter them, go to 1)
     3. hand the next offsets back; the consumer thread commits them to Kafka, only now
 """
@@ -23,7 +24,7 @@ from mds_sink.errors import ErrorClass, classify, write_rejection
 from mds_sink.rejection import RecordRejected, field_error
 from mds_sink.tables import TableSpec
 from mds_sink.validate import VALIDATORS, Record, Row, Rules
-from mds_sink.writer import WriteResult
+from mds_sink.writer import Staged, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,13 @@ class Ingest:
 
 class RowWriter(Protocol):
     def write(
-        self, spec: TableSpec, rows: Sequence[Row], next_offsets: Mapping[TopicPartition, int], *, commit: bool = True
+        self,
+        spec: TableSpec,
+        rows: Sequence[Row],
+        next_offsets: Mapping[TopicPartition, int],
+        *,
+        commit: bool = True,
+        staged: Staged | None = None,
     ) -> WriteResult: ...
 
 
@@ -142,29 +149,47 @@ def isolate_poison(spec: TableSpec, entries: Sequence[tuple[Row, Source]], write
     return isolate_poison(spec, entries[:mid], writer) + isolate_poison(spec, entries[mid:], writer)
 
 
-def settle(batch: TableBatch, writer: RowWriter, send_dead_letters: DeadLetterSink) -> Settled:
-    """Steps 1 and 2 of the flow. Transient errors propagate to the caller, which retries all of it."""
+def settle(
+    batch: TableBatch,
+    writer: RowWriter,
+    send_dead_letters: DeadLetterSink,
+    *,
+    ahead: Staged | None = None,
+) -> Settled:
+    """Steps 1 and 2 of the flow. Transient errors propagate to the caller, which retries all of it.
+
+    `ahead`: this batch's transaction begun while the one before it was written (its COPY done, nothing
+    committed, no lock held but on the session's own staging table); the first write finishes it.
+    """
     spec = batch.spec
     entries = list(batch.rows.values())
     dead = list(batch.dead_letters)
-    # Step 1: the decode/validate dead letters are acknowledged before any offset can move.
-    send_dead_letters(dead)
-    for _attempt in range(3):
-        try:
-            # Step 2: rows and ledger in one transaction.
-            result = writer.write(spec, [row for row, _ in entries], batch.next_offsets)
-            return Settled(spec.name, result.rows, dead, dict(batch.next_offsets))
-        except psycopg.Error as exc:
-            if classify(exc) is not ErrorClass.POISON:
-                raise
-            log.warning(
-                "flush of %s refused by the database (%s): isolating the bad rows", spec.name, str(exc).splitlines()[0]
-            )
-        bad = isolate_poison(spec, entries, writer)
-        if not bad:
-            break
-        send_dead_letters(bad)
-        dead.extend(bad)
-        blamed = {id(d.source) for d in bad}
-        entries = [e for e in entries if id(e[1]) not in blamed]
+    staged = ahead
+    try:
+        # Step 1: the decode/validate dead letters are acknowledged before any offset can move.
+        send_dead_letters(dead)
+        for _attempt in range(3):
+            try:
+                # Step 2: rows and ledger in one transaction.
+                taken, staged = staged, None
+                result = writer.write(spec, [row for row, _ in entries], batch.next_offsets, staged=taken)
+                return Settled(spec.name, result.rows, dead, dict(batch.next_offsets))
+            except psycopg.Error as exc:
+                if classify(exc) is not ErrorClass.POISON:
+                    raise
+                log.warning(
+                    "flush of %s refused by the database (%s): isolating the bad rows",
+                    spec.name,
+                    str(exc).splitlines()[0],
+                )
+            bad = isolate_poison(spec, entries, writer)
+            if not bad:
+                break
+            send_dead_letters(bad)
+            dead.extend(bad)
+            blamed = {id(d.source) for d in bad}
+            entries = [e for e in entries if id(e[1]) not in blamed]
+    finally:
+        if staged is not None:  # never reached the write (the dead letters failed): roll it back
+            staged.discard()
     raise PoisonNotIsolated(f"the database refused a batch of {spec.name} but no single row on its own")

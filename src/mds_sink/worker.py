@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 from psycopg_pool import ConnectionPool
 
 from mds_sink import __version__, deadletter, metrics
-from mds_sink.batcher import Batcher, DeadLetter, TopicPartition
+from mds_sink.batcher import Batcher, DeadLetter, TableBatch, TopicPartition
 from mds_sink.codec import Decoder, SchemaSource, load_schema_file
 from mds_sink.flusher import Flusher, FlushFailed
 from mds_sink.kafka_io import (
@@ -40,7 +40,7 @@ from mds_sink.state import SinkState
 from mds_sink.tables import TABLES
 from mds_sink.tenants import TenantRefresher
 from mds_sink.validate import Rules, TenantSet
-from mds_sink.writer import Writer, open_pool
+from mds_sink.writer import Staged, Writer, open_pool
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,17 @@ class Worker:
         self.ingest = Ingest(self.routes, self.decoders, self.rules, self.batcher, on_reject=self._rejected)
         self.dlq = DeadLetterProducer(Producer(producer_config(s)))
         self.flusher = Flusher(
-            lambda b: settle(b, self.writer, self._send_dead_letters), retry=s.retry, state=self.state
+            lambda b, ahead: settle(b, self.writer, self._send_dead_letters, ahead=ahead),
+            retry=s.retry,
+            state=self.state,
+            # Beginning the next flush ahead holds a second connection: never the pool's last one.
+            prepare=self._stage_ahead if s.database.pool_max_size >= 2 else None,
         )
         self.consumer = Consumer(consumer_config(s))
+
+    def _stage_ahead(self, batch: TableBatch) -> Staged:
+        """On the stager thread: the batch's transaction begun and its rows COPYed, while the one before is written."""
+        return self.writer.stage(batch.spec, [row for row, _ in batch.rows.values()])
 
     def _send_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
         now = datetime.now(UTC)

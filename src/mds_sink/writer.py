@@ -7,6 +7,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -47,6 +48,47 @@ def open_pool(
     )
 
 
+class _Transaction:
+    """An open flush transaction on a pooled connection: closing the stack commits and returns it."""
+
+    def __init__(self, stack: ExitStack, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any]) -> None:
+        self.stack, self.conn, self.cur = stack, conn, cur
+        self.copy_s = 0.0
+
+    def abandon(self, exc: BaseException) -> bool:
+        """Roll back and return the connection; True if `exc` was psycopg.Rollback (swallowed)."""
+        return bool(self.stack.__exit__(type(exc), exc, exc.__traceback__))
+
+
+class Staged:
+    """The first half of a flush done ahead of time: a transaction with the batch's rows COPYed in.
+
+    Only the session's own temporary staging table is touched, so it holds no lock another writer
+    could wait for; `Writer.write` finishes it (upserts, ledger, commit) in the flush's turn.
+    """
+
+    def __init__(self, spec: TableSpec, rows: Sequence[Row], txn: _Transaction) -> None:
+        self._spec, self._count = spec.name, len(rows)
+        self._ends = (rows[0], rows[-1]) if rows else None
+        self._txn: _Transaction | None = txn
+
+    def take(self, spec: TableSpec, rows: Sequence[Row]) -> _Transaction | None:
+        """The transaction, if it holds exactly these rows; otherwise it is rolled back here."""
+        txn, self._txn = self._txn, None
+        ends = (rows[0], rows[-1]) if rows else None
+        fits = spec.name == self._spec and len(rows) == self._count and ends is not None and self._ends is not None
+        if txn is not None and fits and all(a is b for a, b in zip(ends or (), self._ends or (), strict=True)):
+            return txn
+        if txn is not None:
+            txn.abandon(psycopg.Rollback())
+        return None
+
+    def discard(self) -> None:
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            txn.abandon(psycopg.Rollback())
+
+
 class Writer:
     """Writes table batches. Tenant context is transaction-local, so a pooled connection never keeps it."""
 
@@ -57,6 +99,14 @@ class Writer:
         # Temp tables live as long as the session: create each staging table once per connection.
         self._staged: weakref.WeakKeyDictionary[psycopg.Connection, set[str]] = weakref.WeakKeyDictionary()
 
+    def stage(self, spec: TableSpec, rows: Sequence[Row], *, pool_wait_s: float = 0.5) -> Staged:
+        """Begin a flush's transaction and COPY its rows, to be finished by `write(..., staged=)`.
+
+        It waits for a pooled connection only briefly: with the database away, the write begins anew in
+        its turn (with its retries) rather than wait for this.
+        """
+        return Staged(spec, rows, self._begin(spec, rows, pool_wait_s=pool_wait_s))
+
     def write(
         self,
         spec: TableSpec,
@@ -64,38 +114,62 @@ class Writer:
         next_offsets: Mapping[TopicPartition, int],
         *,
         commit: bool = True,
+        staged: Staged | None = None,
     ) -> WriteResult:
-        """Stage, upsert tenant by tenant, move the ledger; all or nothing. `commit=False` probes."""
-        sql = self._sql[spec.name]
+        """Stage, upsert tenant by tenant, move the ledger; all or nothing. `commit=False` probes.
+
+        `staged`, if it holds these rows, is that transaction with the COPY done; it is used or rolled back.
+        """
+        txn = staged.take(spec, rows) if staged is not None else None
+        if txn is None:
+            txn = self._begin(spec, rows)
         by_tenant = Counter(map(itemgetter(spec.tenant_index), rows))
-        with self._pool.connection() as conn:
+        started = time.perf_counter()
+        try:
+            # One round trip for every tenant's statements and the ledger, not two per tenant: the
+            # flush thread waits on the network once, and re-takes the GIL from the decoding once.
+            # Statements still run in order in this transaction; the first error aborts the rest.
+            with txn.conn.pipeline():
+                for tenant in sorted(by_tenant):
+                    txn.cur.execute(SET_TENANT, (tenant,))
+                    txn.cur.execute(self._sql[spec.name].upsert, {"tenant": tenant})
+                if next_offsets:
+                    txn.cur.executemany(
+                        LEDGER_UPSERT, [(self._group, t, p, o) for (t, p), o in sorted(next_offsets.items())]
+                    )
+            if not commit:
+                raise psycopg.Rollback()
+        except BaseException as exc:
+            if txn.abandon(exc):  # the probe's own rollback
+                return WriteResult(len(rows), len(by_tenant))
+            raise
+        txn.stack.close()  # commit, return the connection
+        FLUSH_SECONDS.labels("copy").observe(txn.copy_s)
+        FLUSH_SECONDS.labels("upsert").observe(time.perf_counter() - started)
+        return WriteResult(len(rows), len(by_tenant))
+
+    def _begin(self, spec: TableSpec, rows: Sequence[Row], *, pool_wait_s: float | None = None) -> _Transaction:
+        """A pooled connection, a transaction on it, the rows COPYed into its staging table."""
+        sql = self._sql[spec.name]
+        stack = ExitStack()
+        try:
+            conn = stack.enter_context(self._pool.connection(timeout=pool_wait_s))
             staged = self._staged.setdefault(conn, set())
             if rows and spec.name not in staged:
                 # Outside the flush transaction, so a rolled-back probe does not take the table with it.
                 conn.execute(sql.create_stage)
                 staged.add(spec.name)
-            with conn.transaction(), conn.cursor() as cur:
-                started = time.perf_counter()
-                if rows:
-                    self._copy(cur, sql, rows)
-                copied = time.perf_counter()
-                # One round trip for every tenant's statements and the ledger, not two per tenant: the
-                # flush thread waits on the network once, and re-takes the GIL from the decoding once.
-                # Statements still run in order in this transaction; the first error aborts the rest.
-                with conn.pipeline():
-                    for tenant in sorted(by_tenant):
-                        cur.execute(SET_TENANT, (tenant,))
-                        cur.execute(sql.upsert, {"tenant": tenant})
-                    if next_offsets:
-                        cur.executemany(
-                            LEDGER_UPSERT, [(self._group, t, p, o) for (t, p), o in sorted(next_offsets.items())]
-                        )
-                if not commit:
-                    raise psycopg.Rollback()
-        if commit:
-            FLUSH_SECONDS.labels("copy").observe(copied - started)
-            FLUSH_SECONDS.labels("upsert").observe(time.perf_counter() - copied)
-        return WriteResult(len(rows), len(by_tenant))
+            stack.enter_context(conn.transaction())
+            txn = _Transaction(stack, conn, stack.enter_context(conn.cursor()))
+            started = time.perf_counter()
+            if rows:
+                self._copy(txn.cur, sql, rows)
+            txn.copy_s = time.perf_counter() - started
+        except BaseException as exc:
+            if not stack.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+            raise AssertionError("unreachable: no context here swallows an error") from exc
+        return txn
 
     @staticmethod
     def _copy(cur: psycopg.Cursor[Any], sql: FlushSql, rows: Sequence[Row]) -> None:
