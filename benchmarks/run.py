@@ -20,6 +20,7 @@ from typing import Any
 
 from benchmarks import benchdb, bounds, data, e2e, fill, latency, report
 from benchmarks.report import line
+from benchmarks.sinkproc import machine_busy
 from mds_sink.settings import Settings, load_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "settings": {"batching": settings.batching.model_dump(), "sink_env": args.sink_env},
     }
+    busy = idle_check()
+    result["machine"]["busy_before_start"] = busy
+    if busy > 0.15:
+        line("WARNING", f"{busy:.0%} busy", "before the run: something else is running; figures are unreliable")
     pg = result["machine"]["postgres"]
     line("postgres", f"fsync={pg['fsync']}", f"synchronous_commit={pg['synchronous_commit']} (test settings)")
 
@@ -176,6 +181,14 @@ def _e2e(ctx: Context, result: dict[str, Any], *, sinks: int) -> None:
     else:
         result["scaleout"] = figures
         report.scaled(drained, result["e2e"]["rate"] if "e2e" in result else None)
+
+
+def idle_check(seconds: float = 2.0) -> float:
+    """Share of all cores busy over a moment before the run: the figures assume an otherwise idle machine."""
+    before = machine_busy()
+    time.sleep(seconds)
+    after = machine_busy()
+    return (after[0] - before[0]) / max(1.0, after[1] - before[1])
 
 
 def _check_visible(visible: dict[str, int], expected: dict[str, int]) -> None:
