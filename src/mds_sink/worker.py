@@ -49,6 +49,8 @@ CONSUME_BATCH = 1000
 # A pause drops every record librdkafka has prefetched for them, fetched again on resume, so short
 # waits cost less than a pause; still far below max.poll.interval.ms, and rebalances wait at most this.
 FLUSHER_WAIT_S = 1.0
+# While a flush is in flight, poll in slices this short: its commit follows within this much.
+SETTLED_POLL_S = 0.005
 
 
 class Worker:
@@ -311,6 +313,18 @@ class Worker:
                 return False
         return True
 
+    def _poll_timeout_s(self, poll_s: float) -> float:
+        """How long the next poll may block: never past the moment a batch is due, and only briefly while a
+        flush is in flight, so that its offsets are committed as soon as it settles (latency = max_ms + flush,
+        not + two poll timeouts)."""
+        wait = poll_s
+        if self.flusher.pending:
+            wait = min(wait, SETTLED_POLL_S)
+        deadline = self.batcher.next_deadline_ms()
+        if deadline is not None:
+            wait = min(wait, max(0.001, (deadline - time.monotonic() * 1000) / 1000))
+        return wait
+
     def _blocked(self) -> bool:
         """A full batch waits for the flusher: reading on would only buffer more."""
         return not self.flusher.has_room() and any(self.batcher.is_full(t) for t in self.batcher.batches)
@@ -429,7 +443,7 @@ class Worker:
         log.info("consuming %s as group %s", ", ".join(sorted(self.routes)), s.kafka.group_id)
         try:
             while not self.stopping.is_set():
-                msgs = self.consumer.consume(CONSUME_BATCH, timeout=poll_s)
+                msgs = self.consumer.consume(CONSUME_BATCH, timeout=self._poll_timeout_s(poll_s))
                 started = time.perf_counter()
                 now_ms = time.monotonic() * 1000
                 self.rules.now_us = int(time.time() * 1e6)
