@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 
 from mds_sink.tables import TableSpec, Target
 
@@ -11,9 +12,16 @@ from mds_sink.tables import TableSpec, Target
 class FlushSql:
     create_stage: str
     copy: str
-    upsert: str  # parameter: %(tenant)s
+    # One statement per set of targets (places in the spec's `physical`), parameter %(tenant)s: a
+    # tenant's rows are upserted into just the tables they go to.
+    upserts: dict[tuple[int, ...], str]
     stage_table: str
     binary_types: tuple[str, ...] | None = None  # the COPY is binary: psycopg's set_types()
+
+    @property
+    def upsert(self) -> str:
+        """The statement naming every target."""
+        return self.upserts[max(self.upserts, key=len)]
 
 
 def _changed(names: list[str]) -> str:
@@ -42,7 +50,7 @@ def _insert(spec: TableSpec, target: Target, stage: str) -> str:
 
 
 def flush_sql(spec: TableSpec) -> FlushSql:
-    """Staging DDL, COPY, and one statement that upserts a tenant's staged rows into every target."""
+    """Staging DDL, COPY, and the statements that upsert a tenant's staged rows into its targets."""
     stage = f"mds_stage_{spec.name}"
     create = (
         f"CREATE TEMP TABLE IF NOT EXISTS {stage} ("
@@ -53,19 +61,27 @@ def flush_sql(spec: TableSpec) -> FlushSql:
     if spec.copy_binary:
         copy += " (FORMAT BINARY)"
     types = tuple(c.stage_type for c in spec.columns) if spec.copy_binary else None
-    inserts = [_insert(spec, target, stage) for target in spec.physical]
+    places = range(len(spec.physical))
+    subsets = [c for n in range(1, len(places) + 1) for c in combinations(places, n)]
+    upserts = {subset: _upsert(spec, [spec.physical[p] for p in subset], stage) for subset in subsets}
+    return FlushSql(create, copy, upserts, stage, types)
+
+
+def _upsert(spec: TableSpec, targets: list[Target], stage: str) -> str:
+    """One statement: a tenant's staged rows into `targets`, and latest_prices from what was written."""
+    inserts = [_insert(spec, target, stage) for target in targets]
     feed = spec.latest_price
     if feed is None:
         if len(inserts) == 1:
-            return FlushSql(create, copy, inserts[0], stage, types)
+            return inserts[0]
         ctes = ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(inserts))
-        return FlushSql(create, copy, f"WITH {ctes} SELECT 1", stage, types)
+        return f"WITH {ctes} SELECT 1"
     returning = (
         f" RETURNING t.tenant_id, t.vendor, t.symbol, t.ts, {feed.price} AS price, {feed.bid} AS bid, {feed.ask} AS ask"
     )
     ctes = ", ".join(f"w{i} AS ({sql}{returning})" for i, sql in enumerate(inserts))
     written = " UNION ALL ".join(f"SELECT * FROM w{i}" for i in range(len(inserts)))
-    upsert = (
+    return (
         f"WITH {ctes} "
         "INSERT INTO latest_prices AS lp (tenant_id, vendor, symbol, price, bid, ask, ts, source) "
         f"SELECT DISTINCT ON (tenant_id, vendor, symbol) tenant_id, vendor, symbol, price, bid, ask, ts, "
@@ -77,7 +93,6 @@ def flush_sql(spec: TableSpec) -> FlushSql:
         "(EXCLUDED.price, EXCLUDED.bid, EXCLUDED.ask, EXCLUDED.source) IS DISTINCT FROM "
         "(lp.price, lp.bid, lp.ask, lp.source))"
     )
-    return FlushSql(create, copy, upsert, stage, types)
 
 
 LEDGER_UPSERT = (

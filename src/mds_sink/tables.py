@@ -8,7 +8,7 @@ than the COPY itself, and the conversion is almost free in SQL (`from_stage`).
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -64,10 +64,22 @@ class LatestPriceFeed:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A physical table a batch is written to, and which staged rows go there (None: all)."""
+    """A physical table a batch is written to: every staged row, or those whose `column` is one of `values`."""
 
     table: str
-    where: str | None = None
+    column: str | None = None
+    values: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any("'" in v for v in self.values):
+            raise ValueError(f"{self.table}: a routing value cannot contain a quote")
+
+    @property
+    def where(self) -> str | None:
+        if self.column is None:
+            return None
+        quoted = ", ".join(f"'{v}'" for v in self.values)
+        return f"{self.column} IN ({quoted})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +104,9 @@ class TableSpec:
     key_of: Callable[[tuple[Any, ...]], tuple[Any, ...]] = field(init=False, repr=False, compare=False)
     revision_index: int | None = field(init=False, repr=False, compare=False)
     tenant_index: int = field(init=False, repr=False, compare=False)
+    # Routed targets: the column deciding a row's target, and each of its values' place in `physical`.
+    route_index: int | None = field(init=False, repr=False, compare=False)
+    route_of: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = tuple(c.name for c in self.columns)
@@ -99,18 +114,40 @@ class TableSpec:
         # itemgetter of two or more indexes returns the tuple itself; of one, the bare value.
         key_of = operator.itemgetter(*index) if len(index) > 1 else (lambda row: (row[index[0]],))
         revision = None if self.revision_column is None else names.index(self.revision_column)
+        routes = {t.column for t in self.physical}
+        if len(routes) != 1 or (None in routes and len(self.physical) > 1):
+            raise ValueError(f"{self.name}: targets must all be routed by one column, or be a single target")
+        column = routes.pop()
+        route_of = {value: place for place, t in enumerate(self.physical) for value in t.values}
         for attr, value in (
             ("column_names", names),
             ("key_index", index),
             ("key_of", key_of),
             ("revision_index", revision),
             ("tenant_index", names.index("tenant_id")),
+            ("route_index", None if column is None else names.index(column)),
+            ("route_of", route_of),
         ):
             object.__setattr__(self, attr, value)
 
     @property
     def physical(self) -> tuple[Target, ...]:
         return self.targets or (Target(self.name),)
+
+    def tenant_targets(self, rows: Iterable[tuple[Any, ...]]) -> dict[str, tuple[int, ...]]:
+        """Each tenant of `rows`, with the places in `physical` of the tables its rows go to.
+
+        A flush upserts into just those: a statement scans the staged rows once per target it names.
+        """
+        if self.route_index is None:
+            return {tenant: (0,) for tenant in set(map(operator.itemgetter(self.tenant_index), rows))}
+        places: dict[str, set[int]] = {}
+        for tenant, value in set(map(operator.itemgetter(self.tenant_index, self.route_index), rows)):
+            place = self.route_of.get(value)
+            if place is None:  # validation admits only routed values; anything else would be lost
+                raise ValueError(f"{self.name}: no table takes {self.column_names[self.route_index]} {value!r}")
+            places.setdefault(tenant, set()).add(place)
+        return {tenant: tuple(sorted(p)) for tenant, p in places.items()}
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -146,9 +183,9 @@ BARS = TableSpec(
     ),
     # Stored by timeframe class, each with its own chunking, compression and retention; `bars` is a view.
     targets=(
-        Target("bars_minute", "timeframe IN ('1m', '5m', '15m', '30m')"),
-        Target("bars_hour", "timeframe IN ('1h', '4h')"),
-        Target("bars_day", "timeframe IN ('1d', '1w')"),
+        Target("bars_minute", "timeframe", ("1m", "5m", "15m", "30m")),
+        Target("bars_hour", "timeframe", ("1h", "4h")),
+        Target("bars_day", "timeframe", ("1d", "1w")),
     ),
 )
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import struct
 import time
 import weakref
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -123,16 +121,17 @@ class Writer:
         txn = staged.take(spec, rows) if staged is not None else None
         if txn is None:
             txn = self._begin(spec, rows)
-        by_tenant = Counter(map(itemgetter(spec.tenant_index), rows))
+        by_tenant = spec.tenant_targets(rows)
+        upserts = self._sql[spec.name].upserts
         started = time.perf_counter()
         try:
             # One round trip for every tenant's statements and the ledger, not two per tenant: the
             # flush thread waits on the network once, and re-takes the GIL from the decoding once.
             # Statements still run in order in this transaction; the first error aborts the rest.
             with txn.conn.pipeline():
-                for tenant in sorted(by_tenant):
+                for tenant, targets in sorted(by_tenant.items()):
                     txn.cur.execute(SET_TENANT, (tenant,))
-                    txn.cur.execute(self._sql[spec.name].upsert, {"tenant": tenant})
+                    txn.cur.execute(upserts[targets], {"tenant": tenant})
                 if next_offsets:
                     txn.cur.executemany(
                         LEDGER_UPSERT, [(self._group, t, p, o) for (t, p), o in sorted(next_offsets.items())]
