@@ -8,6 +8,7 @@ imports, group join) is reported apart, and included in a second rate.
 from __future__ import annotations
 
 import math
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -49,6 +50,11 @@ class Drained:
     @property
     def cpu_s_per_million(self) -> float:
         return sum(s.cpu_s for s in self.per_sink) / self.records * 1e6
+
+    @property
+    def machine_cpu_s_per_million(self) -> float:
+        """Every process's CPU time per million records: the cost model to size a machine with."""
+        return self.machine_busy * (os.cpu_count() or 1) * self.seconds / self.records * 1e6
 
 
 def drain(

@@ -28,6 +28,8 @@ def drained(d: Drained) -> None:
     line("    with start-up", f"{d.rate_with_startup:,.0f} rec/s", f"ready after {sink.ready_s:.1f}s")
     busy = f"machine busy {d.machine_busy:.0%} of {os.cpu_count()} cores (broker, database, sink)"
     line("    sink CPU", f"{d.cpu_s_per_million:.1f} s/M rec", busy)
+    rest = d.machine_cpu_s_per_million - d.cpu_s_per_million
+    line("    machine CPU", f"{d.machine_cpu_s_per_million:.1f} s/M rec", f"of which database + broker {rest:.1f}")
     line("    sink peak RSS", f"{sink.peak_rss_mb:,.0f} MB", f"VmHWM while draining {d.records:,} records")
 
 
@@ -47,7 +49,10 @@ def latency(m: Latency) -> None:
 
 def scaled(d: Drained, one: float | None) -> None:
     peak = max(s.peak_rss_mb for s in d.per_sink)
-    detail = f"{d.records:,} in {d.seconds:.1f}s, {d.cpu_s_per_million:.1f} CPU s/M rec, peak RSS {peak:,.0f} MB each"
+    detail = (
+        f"{d.records:,} in {d.seconds:.1f}s, sinks {d.cpu_s_per_million:.1f} and machine "
+        f"{d.machine_cpu_s_per_million:.1f} CPU s/M rec ({d.machine_busy:.0%} busy), peak RSS {peak:,.0f} MB each"
+    )
     line("two sinks, one group", f"{d.rate:,.0f} rec/s", detail)
     if one is not None:
         line("    vs one sink", f"x{d.rate / one:.2f}")

@@ -21,6 +21,7 @@ from typing import Any
 from benchmarks import benchdb, bounds, data, e2e, fill, latency, report
 from benchmarks.report import line
 from benchmarks.sinkproc import machine_busy
+from mds_sink.gc_tuning import tune_for_throughput
 from mds_sink.settings import Settings, load_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         **{f"MDS_SINK_TOPICS__{table.upper()}": topic for topic, table in topics.items()},
     }
     sink_env.setdefault("MDS_SINK_LOG__LEVEL", "WARNING")
+    # The raw bounds run the sink's code in this process: with the collector tuned as `mds-sink run` tunes it.
+    tune_for_throughput()
     result["expected_rows"] = {"bars": data.distinct_bars(shape), "quotes": data.distinct_quotes(shape)}
 
     ctx = Context(settings, sink_env, ends, tenant_ids, log_dir, args.timeout_s, stamp)

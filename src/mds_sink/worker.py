@@ -21,6 +21,7 @@ from mds_sink import __version__, deadletter, metrics
 from mds_sink.batcher import Batcher, DeadLetter, TableBatch, TopicPartition
 from mds_sink.codec import Decoder, SchemaSource, load_schema_file
 from mds_sink.flusher import Flusher, FlushFailed
+from mds_sink.gc_tuning import tune_for_throughput
 from mds_sink.kafka_io import (
     BrokerUnavailable,
     DeadLetterProducer,
@@ -431,6 +432,7 @@ class Worker:
     def run(self) -> int:
         """Consume until stopped; returns the process exit code."""
         self._open()
+        tune_for_throughput()
         s = self.settings
         self.consumer.subscribe(
             list(self.routes), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
