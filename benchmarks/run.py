@@ -172,6 +172,7 @@ def _e2e(ctx: Context, result: dict[str, Any], *, sinks: int) -> None:
         "rate": drained.rate,
         "rate_with_startup": drained.rate_with_startup,
         "cpu_s_per_million": drained.cpu_s_per_million,
+        "machine_cpu_s_per_million": drained.machine_cpu_s_per_million,
     }
     _check_visible(drained.visible, result["expected_rows"])
     if sinks == 1:
