@@ -23,6 +23,7 @@ from benchmarks.report import line
 from benchmarks.sinkproc import machine_busy
 from mds_sink.gc_tuning import tune_for_throughput
 from mds_sink.settings import Settings, load_settings
+from mds_sink.tables import TABLES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("bounds", "e2e", "latency", "scaleout")
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     sink_env = {
         **os.environ,
         **{f"MDS_SINK_DATABASE__{k.upper()}": v for k, v in benchdb.urls(settings).items()},
-        **{f"MDS_SINK_TOPICS__{t.upper()}": "" for t in ("fundamentals", "news", "option_snapshots", "jobs")},
+        # Every table the run did not fill is switched off (an empty topic setting), so the sinks read nothing else.
+        **{f"MDS_SINK_TOPICS__{t.upper()}": "" for t in TABLES},
         **{f"MDS_SINK_TOPICS__{table.upper()}": topic for topic, table in topics.items()},
     }
     sink_env.setdefault("MDS_SINK_LOG__LEVEL", "WARNING")

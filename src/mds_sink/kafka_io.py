@@ -35,7 +35,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
+        "partition.assignment.strategy": k.assignment_strategy,
         "session.timeout.ms": k.session_timeout_ms,
         "max.poll.interval.ms": k.max_poll_interval_ms,
         "fetch.min.bytes": 1,

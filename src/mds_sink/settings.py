@@ -26,7 +26,7 @@ CONFIG_FILE_ENV = "MDS_SINK_CONFIG_FILE"
 
 # librdkafka options the sink sets itself; passing them through would break its guarantees.
 _RESERVED_CONSUMER_OPTIONS = frozenset(
-    {"enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers"}
+    {"enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers", "partition.assignment.strategy"}
 )
 
 
@@ -52,6 +52,14 @@ class KafkaSettings(_Group):
     session_timeout_ms: int = Field(default=45_000, ge=6_000)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     poll_timeout_ms: int = Field(default=100, ge=1, le=5_000)
+    assignment_strategy: Literal["roundrobin", "range", "cooperative-sticky"] = Field(
+        default="roundrobin",
+        description=(
+            "How the group shares partitions. roundrobin gives every replica an equal share of each topic; "
+            "cooperative-sticky moves fewer partitions on a change but balances only the count, so one "
+            "replica may get every partition of the busiest topic (docs/scaling.md)."
+        ),
+    )
     consumer_options: dict[str, str | int | bool] = Field(
         default_factory=dict, description="librdkafka consumer options passed through as they are."
     )
@@ -73,7 +81,9 @@ class KafkaSettings(_Group):
     def _consumer_options(cls, v: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
         reserved = sorted(_RESERVED_CONSUMER_OPTIONS & v.keys())
         if reserved:
-            raise ValueError(f"{', '.join(reserved)} is set by the sink itself and cannot be passed through")
+            # The sink assigns partitions differently under a cooperative strategy: it must know which one runs.
+            hint = "; use kafka.assignment_strategy" if "partition.assignment.strategy" in reserved else ""
+            raise ValueError(f"{', '.join(reserved)} is set by the sink itself and cannot be passed through{hint}")
         return v
 
 

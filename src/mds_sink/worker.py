@@ -186,7 +186,10 @@ class Worker:
                     start,
                     extra={"topic": p.topic, "partition": p.partition},
                 )
-        consumer.incremental_assign(partitions)
+        if self.settings.kafka.assignment_strategy == "cooperative-sticky":
+            consumer.incremental_assign(partitions)
+        else:  # an eager rebalance revoked everything first: this is the whole new assignment
+            consumer.assign(partitions)
         self.state.assignment.update(tps)
         self.state.joined = True
         if healed:

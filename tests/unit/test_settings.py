@@ -53,6 +53,17 @@ def test_reserved_librdkafka_options_cannot_be_passed(monkeypatch: pytest.Monkey
         load_settings()
 
 
+def test_the_assignment_strategy_is_a_setting_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().kafka.assignment_strategy == "roundrobin"
+    monkeypatch.setenv("MDS_SINK_KAFKA__CONSUMER_OPTIONS", '{"partition.assignment.strategy": "range"}')
+    with pytest.raises(SettingsError, match=r"partition\.assignment\.strategy .*use kafka\.assignment_strategy"):
+        load_settings()
+    monkeypatch.delenv("MDS_SINK_KAFKA__CONSUMER_OPTIONS")
+    monkeypatch.setenv("MDS_SINK_KAFKA__ASSIGNMENT_STRATEGY", "sticky")
+    with pytest.raises(SettingsError, match=r"kafka\.assignment_strategy"):
+        load_settings()
+
+
 def test_config_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "sink.toml"
     config.write_text('[batching]\nmax_rows = 77\nmax_ms = 900\n[kafka]\ngroup_id = "from-file"\n')
