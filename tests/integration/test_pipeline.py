@@ -6,6 +6,7 @@ import json
 import random
 import signal
 import threading
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,23 @@ def test_two_sink_processes_one_stopped_midstream_lose_and_duplicate_nothing(tmp
         assert scenario.rows(tenant, "SELECT count(*) FROM bars WHERE close <> 50.0 + extract(minute FROM ts)") == [
             (0,)
         ]
+
+
+def test_two_sinks_in_one_group_each_get_an_equal_share_of_every_topic() -> None:
+    # With cooperative-sticky one sink could hold every bars partition and the other every quotes
+    # partition: balanced in count, not in load. The default strategy deals each topic out in turn.
+    scenario = make_scenario(partitions=4, tables=["bars", "quotes"])
+    with running_sink(scenario.settings) as first, running_sink(scenario.settings) as second:
+
+        def shares() -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
+            return set(first.state.assignment), set(second.state.assignment)
+
+        wait_until(
+            lambda: [len(s) for s in shares()] == [4, 4] and not set.intersection(*shares()),
+            what="the two sinks holding four of the eight partitions each",
+        )
+        for share in shares():
+            assert Counter(topic for topic, _ in share) == {scenario.topic("bars"): 2, scenario.topic("quotes"): 2}
 
 
 def test_tenant_isolation_under_load_through_a_small_pool() -> None:
