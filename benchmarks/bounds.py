@@ -23,7 +23,7 @@ from mds_sink.resources import resource_dir
 from mds_sink.settings import Settings
 from mds_sink.tables import TABLES
 from mds_sink.validate import VALIDATORS, Row, Rules, TenantSet
-from mds_sink.writer import Writer, open_pool
+from mds_sink.writer import Writer, database_pool
 
 
 @dataclass
@@ -107,14 +107,7 @@ class Written:
 
 def write_all(settings: Settings, todo: Sequence[TableBatch], group: str) -> Written:
     """Bound (2): the batches through the sink's Writer on one connection, one after the other."""
-    pool = open_pool(
-        settings.database.url.get_secret_value(),
-        min_size=1,
-        max_size=1,
-        connect_timeout_s=settings.database.connect_timeout_s,
-        statement_timeout_ms=settings.database.statement_timeout_ms,
-        name="mds-bench",
-    )
+    pool = database_pool(settings.database, min_size=1, max_size=1, name="mds-bench")
     pool.open(wait=True)
     try:
         writer = Writer(pool, group)

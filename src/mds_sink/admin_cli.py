@@ -6,7 +6,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import psycopg
 import typer
@@ -16,6 +16,8 @@ from mds_sink.cli_common import fail, owner_url, settings
 from mds_sink.control_cli import aggregates_app, policies_app, retention_app
 from mds_sink.preflight import describe_dsn
 from mds_sink.settings import Settings, SettingsError
+
+T = TypeVar("T")
 
 admin_app = typer.Typer(no_args_is_help=True, help="Schema, policies and tenants of the sink's database.")
 tenants_app = typer.Typer(no_args_is_help=True, help="Tenants whose data the sink accepts.")
@@ -29,18 +31,20 @@ admin_app.add_typer(retention_app, name="retention")
 @admin_app.command("migrate")
 def admin_migrate(to: Annotated[str, typer.Option("--to", help="Target revision.")] = "head") -> None:
     """Upgrade the database schema (to head by default). Concurrent runs wait for each other."""
-    s = settings()
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
-    _guard(lambda: migrate.upgrade(s, to), s)
-    typer.echo(f"database at revision {migrate.current_revision(s)}")
+    _move_schema(lambda s: migrate.upgrade(s, to))
 
 
 @admin_app.command("downgrade")
 def admin_downgrade(revision: str) -> None:
     """Downgrade the database schema to REVISION (`base` removes everything)."""
+    _move_schema(lambda s: migrate.downgrade(s, revision))
+
+
+def _move_schema(step: Callable[[Settings], None]) -> None:
+    """Run an upgrade or downgrade, each revision it passes logged, and print where the schema is."""
     s = settings()
     logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
-    _guard(lambda: migrate.downgrade(s, revision), s)
+    _guard(lambda: step(s), s)
     typer.echo(f"database at revision {migrate.current_revision(s)}")
 
 
@@ -56,10 +60,8 @@ def admin_stamp(revision: str) -> None:
 def admin_current() -> None:
     """Print the database's schema revision."""
     s = settings()
-    current: list[str | None] = []
-    _guard(lambda: current.append(migrate.current_revision(s)), s)
+    rev = _guard(lambda: migrate.current_revision(s), s)
     head = migrate.head_revision(s)
-    rev = current[0]
     typer.echo(f"{rev or '(none)'}{' (head)' if rev == head else f' (head is {head})'}")
 
 
@@ -67,11 +69,10 @@ def admin_current() -> None:
 def admin_check() -> None:
     """Exit 0 if the database is at the code's head revision, 1 otherwise."""
     s = settings()
-    current: list[str | None] = []
-    _guard(lambda: current.append(migrate.current_revision(s)), s)
+    current = _guard(lambda: migrate.current_revision(s), s)
     head = migrate.head_revision(s)
-    if current[0] != head:
-        typer.echo(f"database at {current[0] or '(none)'}, code needs {head}: run `mds-sink admin migrate`")
+    if current != head:
+        typer.echo(f"database at {current or '(none)'}, code needs {head}: run `mds-sink admin migrate`")
         raise typer.Exit(1)
     typer.echo(f"database at head ({head})")
 
@@ -84,9 +85,10 @@ def admin_history() -> None:
         typer.echo(f"{down or '<base>'} -> {rev}  {doc}")
 
 
-def _guard(action: Callable[[], object], s: Settings) -> None:
+def _guard(action: Callable[[], T], s: Settings) -> T:
+    """The action's result; an unreachable database or a wrong setting is one line and exit 1."""
     try:
-        action()
+        return action()
     except SettingsError as exc:
         raise fail(str(exc)) from None
     except Exception as exc:

@@ -22,7 +22,7 @@ from mds_sink.resources import resource_dir
 from mds_sink.settings import Settings
 from mds_sink.tables import TABLES
 from mds_sink.validate import VALIDATORS, Rules, TenantSet
-from mds_sink.writer import Writer, open_pool
+from mds_sink.writer import Writer, database_pool
 
 
 def topics_of(settings: Settings) -> dict[str, list[str]]:
@@ -200,14 +200,7 @@ def replay(
     group = f"{settings.kafka.group_id}.dlq-replay.{filters.fingerprint()}"
     consumer = Consumer({**consumer_config(settings), "group.id": group})
     producer = Producer(producer_config(settings))
-    pool = open_pool(
-        settings.database.url.get_secret_value(),
-        min_size=1,
-        max_size=1,
-        connect_timeout_s=settings.database.connect_timeout_s,
-        statement_timeout_ms=settings.database.statement_timeout_ms,
-        name="mds-sink-dlq-replay",
-    )
+    pool = database_pool(settings.database, min_size=1, max_size=1, name="mds-sink-dlq-replay")
     pool.open(wait=True, timeout=settings.database.connect_timeout_s + 1)
     writer = Writer(pool, group)
     rules = Rules(

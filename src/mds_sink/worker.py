@@ -41,7 +41,7 @@ from mds_sink.state import SinkState
 from mds_sink.tables import TABLES
 from mds_sink.tenants import TenantRefresher
 from mds_sink.validate import Rules, TenantSet
-from mds_sink.writer import Staged, Writer, open_pool
+from mds_sink.writer import Staged, Writer, database_pool
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,8 @@ class Worker:
     # -- start-up -------------------------------------------------------------------------------
     def _open(self) -> None:
         s = self.settings
-        self.pool: ConnectionPool = open_pool(
-            s.database.url.get_secret_value(),
-            min_size=s.database.pool_min_size,
-            max_size=s.database.pool_max_size,
-            connect_timeout_s=s.database.connect_timeout_s,
-            statement_timeout_ms=s.database.statement_timeout_ms,
+        self.pool: ConnectionPool = database_pool(
+            s.database, min_size=s.database.pool_min_size, max_size=s.database.pool_max_size, name="mds-sink"
         )
         self.state.schema_revision = check_database(s, self.pool)
         self.state.database_ok = True

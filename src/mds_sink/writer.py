@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from mds_sink.batcher import TopicPartition
 from mds_sink.metrics import FLUSH_SECONDS
+from mds_sink.settings import DatabaseSettings
 from mds_sink.sql import LEDGER_SELECT, LEDGER_UPSERT, SET_TENANT, FlushSql, flush_sql
 from mds_sink.tables import TABLES, TableSpec
 from mds_sink.validate import Row
@@ -42,6 +43,18 @@ def open_pool(
         max_size=max_size,
         kwargs={"connect_timeout": max(1, int(connect_timeout_s)), "options": options, "autocommit": True},
         open=False,
+        name=name,
+    )
+
+
+def database_pool(database: DatabaseSettings, *, min_size: int, max_size: int, name: str) -> ConnectionPool:
+    """A pool of the writer role's connections, with the timeouts the settings give (not yet opened)."""
+    return open_pool(
+        database.url.get_secret_value(),
+        min_size=min_size,
+        max_size=max_size,
+        connect_timeout_s=database.connect_timeout_s,
+        statement_timeout_ms=database.statement_timeout_ms,
         name=name,
     )
 
