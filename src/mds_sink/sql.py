@@ -77,19 +77,28 @@ def _upsert(spec: TableSpec, targets: list[Target], stage: str) -> str:
         ctes = ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(inserts))
         return f"WITH {ctes} SELECT 1"
     returning = (
-        f" RETURNING t.tenant_id, t.vendor, t.symbol, t.ts, {feed.price} AS price, {feed.bid} AS bid, {feed.ask} AS ask"
+        f" RETURNING t.tenant_id, t.vendor, t.symbol, t.ts, {feed.price} AS price, {feed.bid} AS bid, "
+        f"{feed.ask} AS ask, {feed.precedence} AS precedence"
     )
     ctes = ", ".join(f"w{i} AS ({sql}{returning})" for i, sql in enumerate(inserts))
     written = " UNION ALL ".join(f"SELECT * FROM w{i}" for i in range(len(inserts)))
+    # The newest ts, and at an equal ts the highest precedence (tables.py: a quote, then the finest bar),
+    # both within this batch (DISTINCT ON keeps the first row of the order) and against the stored row.
+    # Row comparisons: (ts, precedence) are NOT NULL, so `>` orders by ts, then by precedence.
     return (
         f"WITH {ctes} "
-        "INSERT INTO latest_prices AS lp (tenant_id, vendor, symbol, price, bid, ask, ts, source) "
+        "INSERT INTO latest_prices AS lp (tenant_id, vendor, symbol, price, bid, ask, ts, source, precedence) "
         f"SELECT DISTINCT ON (tenant_id, vendor, symbol) tenant_id, vendor, symbol, price, bid, ask, ts, "
-        f"{feed.source} FROM ({written}) written ORDER BY tenant_id, vendor, symbol, ts DESC "
+        f"{feed.source}, precedence FROM ({written}) written "
+        "ORDER BY tenant_id, vendor, symbol, ts DESC, precedence DESC "
         "ON CONFLICT (tenant_id, vendor, symbol) DO UPDATE SET price = EXCLUDED.price, bid = EXCLUDED.bid, "
-        "ask = EXCLUDED.ask, ts = EXCLUDED.ts, source = EXCLUDED.source, updated_at = now() "
-        # Only forward in time: a late or replayed older row never moves the latest price back.
-        "WHERE EXCLUDED.ts > lp.ts OR (EXCLUDED.ts = lp.ts AND "
+        "ask = EXCLUDED.ask, ts = EXCLUDED.ts, source = EXCLUDED.source, precedence = EXCLUDED.precedence, "
+        "updated_at = now() "
+        # Only forward in time, then in precedence: a late or replayed older row never moves the latest
+        # price back, nor does a coarser bar replace a finer one (or a quote) of its ts. At an equal rank
+        # the newer values replace (a correction); identical ones write nothing.
+        "WHERE (EXCLUDED.ts, EXCLUDED.precedence) > (lp.ts, lp.precedence) "
+        "OR ((EXCLUDED.ts, EXCLUDED.precedence) = (lp.ts, lp.precedence) AND "
         "(EXCLUDED.price, EXCLUDED.bid, EXCLUDED.ask, EXCLUDED.source) IS DISTINCT FROM "
         "(lp.price, lp.bid, lp.ask, lp.source))"
     )

@@ -52,14 +52,36 @@ def _int(name: str, pg_type: str = "bigint") -> Column:
 _TENANT = Column("tenant_id", "uuid", "text", "{c}::uuid")
 
 
+# latest_prices at an equal ts: the price taken nearest to ts wins (latest_prices.precedence, higher wins).
+# A quote is a price at ts itself; a bar's ts is its start and its close the price at its end, ts plus
+# its length. So a quote ranks above every bar (a 1m bar at 10:00 closes at 10:01, a quote at 10:00 is
+# the 10:00 price), and bars rank from the shortest timeframe to the longest. Between two prices of one
+# rank (one series) the newer values replace the stored ones, as corrections do. Frozen in migration
+# 0005, which ranks the rows stored before it.
+BAR_TIMEFRAMES_FINEST_FIRST = ("1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w")
+BAR_PRECEDENCE = {tf: len(BAR_TIMEFRAMES_FINEST_FIRST) - i for i, tf in enumerate(BAR_TIMEFRAMES_FINEST_FIRST)}
+QUOTE_PRECEDENCE = len(BAR_TIMEFRAMES_FINEST_FIRST) + 1
+
+
 @dataclass(frozen=True, slots=True)
 class LatestPriceFeed:
-    """How rows of a table move latest_prices: price and time expressions over the written row."""
+    """How rows of a table move latest_prices: SQL expressions over the written row.
+
+    `precedence` ranks prices of an equal ts (higher wins): a constant, or a CASE over a column; no
+    function call, as it is evaluated for every row a flush writes.
+    """
 
     price: str
     bid: str
     ask: str
     source: str
+    precedence: str
+
+
+def _precedence_by(column: str, ranks: dict[str, int]) -> str:
+    """A CASE giving each value of `column` its rank; the values are ours (validated), quoted as literals."""
+    whens = " ".join(f"WHEN '{value}' THEN {rank}" for value, rank in ranks.items())
+    return f"CASE {column} {whens} END"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +201,11 @@ BARS = TableSpec(
     revision_column="revision",
     copy_binary=True,
     latest_price=LatestPriceFeed(
-        price="close", bid="NULL::double precision", ask="NULL::double precision", source="'bar'"
+        price="close",
+        bid="NULL::double precision",
+        ask="NULL::double precision",
+        source="'bar'",
+        precedence=_precedence_by("timeframe", BAR_PRECEDENCE),
     ),
     # Stored by timeframe class, each with its own chunking, compression and retention; `bars` is a view.
     targets=(
@@ -208,7 +234,9 @@ QUOTES = TableSpec(
     time_column="ts",
     revision_column="revision",
     copy_binary=True,
-    latest_price=LatestPriceFeed(price="(bid + ask) / 2", bid="bid", ask="ask", source="'quote'"),
+    latest_price=LatestPriceFeed(
+        price="(bid + ask) / 2", bid="bid", ask="ask", source="'quote'", precedence=str(QUOTE_PRECEDENCE)
+    ),
 )
 
 FUNDAMENTALS = TableSpec(

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 
 from mds_sink.sql import flush_sql
-from mds_sink.tables import BARS, JOBS, NEWS, QUOTES, TABLES, TENANT_TABLES
+from mds_sink.tables import BAR_PRECEDENCE, BARS, JOBS, NEWS, QUOTE_PRECEDENCE, QUOTES, TABLES, TENANT_TABLES
 from mds_sink.validate import TIMEFRAMES
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
 
 
 def test_bars_are_routed_by_timeframe_class_in_one_statement() -> None:
@@ -21,7 +28,8 @@ def test_upserts_never_go_back_a_revision_and_skip_identical_rows() -> None:
     sql = flush_sql(QUOTES).upsert
     assert "WHERE EXCLUDED.revision > t.revision OR (EXCLUDED.revision = t.revision AND (" in sql
     assert "IS DISTINCT FROM" in sql
-    assert "WHERE EXCLUDED.ts > lp.ts OR (EXCLUDED.ts = lp.ts AND" in sql  # latest price only moves forward
+    # The latest price only moves forward: in time, then at an equal ts in precedence.
+    assert "WHERE (EXCLUDED.ts, EXCLUDED.precedence) > (lp.ts, lp.precedence) OR (" in sql
 
 
 def test_outbox_inserts_once_and_news_updates_when_changed() -> None:
@@ -68,3 +76,41 @@ def test_every_timeframe_validation_admits_has_a_table() -> None:
     assert {v for t in BARS.physical for v in t.values} == TIMEFRAMES
     with pytest.raises(ValueError, match="no table takes timeframe '2m'"):
         BARS.tenant_targets([(0, "t", "v", "S", "2m", 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1, 0)])
+
+
+def minutes(timeframe: str) -> int:
+    return int(timeframe[:-1]) * {"m": 1, "h": 60, "d": 1440, "w": 10080}[timeframe[-1]]
+
+
+def test_at_an_equal_ts_a_quote_outranks_every_bar_and_a_finer_bar_a_coarser_one() -> None:
+    assert set(BAR_PRECEDENCE) == TIMEFRAMES
+    by_length = sorted(BAR_PRECEDENCE, key=minutes)
+    assert [BAR_PRECEDENCE[tf] for tf in by_length] == sorted(BAR_PRECEDENCE.values(), reverse=True)
+    assert len(set(BAR_PRECEDENCE.values())) == len(BAR_PRECEDENCE)
+    assert max(BAR_PRECEDENCE.values()) < QUOTE_PRECEDENCE
+
+
+def test_the_latest_price_statement_ranks_rows_by_ts_then_precedence_in_the_batch_and_against_the_stored_row() -> None:
+    for upsert in flush_sql(BARS).upserts.values():
+        # Every bar target returns the rank of its timeframe, a CASE (no function call per row).
+        whens = " ".join(f"WHEN '{tf}' THEN {rank}" for tf, rank in BAR_PRECEDENCE.items())
+        assert upsert.count(f"CASE timeframe {whens} END AS precedence") == upsert.count("INSERT INTO bars_")
+        assert "ORDER BY tenant_id, vendor, symbol, ts DESC, precedence DESC ON CONFLICT" in upsert
+        assert "precedence = EXCLUDED.precedence" in upsert
+    quotes = flush_sql(QUOTES).upsert
+    assert f", {QUOTE_PRECEDENCE} AS precedence" in quotes
+    assert re.search(r"\(lp\.ts, lp\.precedence\) AND \(EXCLUDED\.price, .*\) IS DISTINCT FROM", quotes)
+
+
+def load_migration(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, MIGRATIONS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_migration_0005_ranks_stored_prices_as_the_sink_does() -> None:
+    migration = load_migration("0005_latest_price_precedence")
+    assert migration.BAR_PRECEDENCE == BAR_PRECEDENCE
+    assert migration.QUOTE_PRECEDENCE == QUOTE_PRECEDENCE
