@@ -1,7 +1,8 @@
 """Micro-batches per table: dedupe by natural key, flush on max_rows / max_ms / max_bytes.
 
 Pure: the time (`now_ms`) is an argument. A batch also carries the records that were refused
-(dead letters to produce) and, per partition, the next offset to commit once the batch is settled.
+(dead letters to produce) and, per partition, the next offset to commit once the batch is settled
+and the epoch under which this member claimed it (the ledger update is fenced on it).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class TableBatch:
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     records: int = 0
     bytes: int = 0
+    fence: dict[TopicPartition, int] = field(default_factory=dict)  # partition -> epoch claimed
+    # How many of `dead_letters` the broker has acknowledged: a retried flush never sends one twice.
+    acknowledged: int = 0
 
     def _advance(self, source: Source, size: int) -> None:
         self.records += 1
@@ -76,6 +80,27 @@ class TableBatch:
     @property
     def partitions(self) -> set[TopicPartition]:
         return set(self.next_offsets)
+
+    def without(self, partitions: set[TopicPartition]) -> tuple[TableBatch | None, int]:
+        """This batch less the records of `partitions`, or None if nothing is left; and how many went."""
+        if not self.partitions & partitions:
+            return self, 0
+        kept = TableBatch(self.spec, self.started_ms)
+        dropped = 0
+        for row, source in self.rows.values():
+            if (source.topic, source.partition) in partitions:
+                dropped += 1
+            else:
+                kept.add(row, source, 0)
+        for dl in self.dead_letters:
+            if (dl.source.topic, dl.source.partition) in partitions:
+                dropped += 1
+            else:
+                kept.reject(dl.source, dl.rejection, 0)
+        kept.bytes = self.bytes
+        kept.next_offsets = {tp: o for tp, o in self.next_offsets.items() if tp not in partitions}
+        kept.fence = {tp: e for tp, e in self.fence.items() if tp not in partitions}
+        return (kept if kept.records else None), dropped
 
 
 @dataclass
@@ -120,26 +145,12 @@ class Batcher:
         wanted = set(partitions)
         dropped = 0
         for name in list(self.batches):
-            b = self.batches[name]
-            if not b.partitions & wanted:
-                continue
-            kept = TableBatch(b.spec, b.started_ms)
-            for row, source in b.rows.values():
-                if (source.topic, source.partition) in wanted:
-                    dropped += 1
-                else:
-                    kept.add(row, source, 0)
-            for dl in b.dead_letters:
-                if (dl.source.topic, dl.source.partition) in wanted:
-                    dropped += 1
-                else:
-                    kept.reject(dl.source, dl.rejection, 0)
-            kept.bytes = b.bytes
-            kept.next_offsets = {tp: o for tp, o in b.next_offsets.items() if tp not in wanted}
-            if kept.records:
-                self.batches[name] = kept
-            else:
+            kept, gone = self.batches[name].without(wanted)
+            dropped += gone
+            if kept is None:
                 del self.batches[name]
+            else:
+                self.batches[name] = kept
         return dropped
 
     @property

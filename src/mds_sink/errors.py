@@ -6,6 +6,7 @@ Keyed on SQLSTATE classes, as psycopg's own error map is:
 - transient: 08 (connection), 40 (deadlock, serialization), 53 (resources), 57 (operator
   intervention: admin shutdown, cannot connect now, statement timeout), 55P03 (lock timeout),
   and connection-level failures without a SQLSTATE, pool timeouts, broker unavailability;
+- fenced: the batch's partitions were claimed by another member (OwnershipLost): never retried;
 - anything else is unknown: retried a bounded number of times, then the worker stops with the
   error, so that a bug or a broken grant never dead-letters a whole topic.
 """
@@ -24,7 +25,13 @@ from mds_sink.rejection import Rejection
 class ErrorClass(Enum):
     POISON = "poison"
     TRANSIENT = "transient"
+    FENCED = "fenced"
     UNKNOWN = "unknown"
+
+
+class OwnershipLost(Exception):
+    """The offsets ledger names another member's epoch for a partition of the batch: it was assigned
+    elsewhere since this member claimed it, so the batch's transaction rolls back instead of writing."""
 
 
 _POISON_CLASSES = frozenset({"22", "23"})
@@ -54,6 +61,8 @@ def _is_row_security(exc: psycopg.Error) -> bool:
 
 
 def classify(exc: BaseException) -> ErrorClass:
+    if isinstance(exc, OwnershipLost):
+        return ErrorClass.FENCED
     if isinstance(exc, PoolTimeout):
         return ErrorClass.TRANSIENT
     if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):

@@ -83,14 +83,14 @@ def _wait(condition: Callable[[], bool]) -> bool:
     return True
 
 
-def _matching(worker: Worker, topic: str, partition: int | None) -> set[tuple[str, int]]:
-    return {(t, p) for t, p in list(worker.state.assignment) if t == topic and partition in (None, p)}
+def _matching(partitions: frozenset[tuple[str, int]], topic: str, partition: int | None) -> set[tuple[str, int]]:
+    return {(t, p) for t, p in partitions if t == topic and partition in (None, p)}
 
 
 # -- actions --------------------------------------------------------------------------------------
 def pause(worker: Worker, body: bytes) -> Reply:
     topic, partition = partition_target(body, frozenset(worker.routes))
-    chosen = _matching(worker, topic, partition)
+    chosen = _matching(worker.state.snapshot.assignment, topic, partition)
     if not chosen:
         return HTTPStatus.CONFLICT, {"error": "no matching partition is assigned to this sink right now"}
     worker.pause(topic, partition)
@@ -102,12 +102,13 @@ def pause(worker: Worker, body: bytes) -> Reply:
 
 def resume(worker: Worker, body: bytes) -> Reply:
     topic, partition = partition_target(body, frozenset(worker.routes))
-    chosen = _matching(worker, topic, partition) & set(worker.operator_paused)
+    # An operator's pause outlives a rebalance: one held for a partition assigned elsewhere now is released too.
+    chosen = _matching(worker.state.snapshot.operator_paused, topic, partition)
     if not chosen:
         return HTTPStatus.OK, {"resumed": [], "note": "no matching partition was paused by an operator"}
     worker.resume(topic, partition)
     log.warning("admin: resume %s requested", ", ".join(_names(chosen)))
-    if _wait(lambda: not chosen & worker.state.paused):
+    if _wait(lambda: not chosen & (worker.state.snapshot.paused | worker.state.snapshot.operator_paused)):
         return HTTPStatus.OK, {"resumed": _names(chosen)}
     return HTTPStatus.ACCEPTED, {
         "queued": _names(chosen),
@@ -118,7 +119,7 @@ def resume(worker: Worker, body: bytes) -> Reply:
 def flush(worker: Worker, body: bytes) -> Reply:
     if body.strip() not in (b"", b"{}"):
         raise BadRequest("this endpoint takes no body")
-    buffered = worker.batcher.buffered
+    buffered = worker.state.snapshot.buffered
     worker.flush_now()
     log.warning("admin: flush requested (%d records buffered)", buffered)
     return HTTPStatus.ACCEPTED, {"flush": "requested", "buffered_records": buffered}

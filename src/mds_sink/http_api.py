@@ -84,22 +84,22 @@ def _iso(unix_s: float) -> str:
 def status(worker: Worker) -> dict[str, Any]:
     """What an operator asks first: where is each partition, what is paused, when did it last write."""
     state = worker.state
-    # Snapshots: the consumer thread replaces and updates these while we read.
-    committed, ends = dict(state.committed), dict(state.end_offsets)
-    paused, by_operator = set(state.paused), set(worker.operator_paused)
+    snap = state.snapshot  # immutable, published whole by the consumer thread
     partitions = []
-    for topic, partition in sorted(state.assignment):
+    for topic, partition in sorted(snap.assignment):
         tp = (topic, partition)
-        end = ends.get(tp)
+        end = snap.end_offsets.get(tp)
+        committed = snap.committed.get(tp)
         partitions.append(
             {
                 "topic": topic,
                 "partition": partition,
-                "committed": committed.get(tp),
+                "committed": committed,
                 "end": end,
-                "lag": None if end is None else max(0, end - (committed.get(tp) or 0)),
-                "paused": tp in paused,
-                "paused_by_operator": tp in by_operator,
+                "lag": None if end is None else max(0, end - (committed or 0)),
+                "paused": tp in snap.paused,
+                "paused_by_operator": tp in snap.operator_paused,
+                "claimed": tp not in snap.unclaimed,
             }
         )
     last = state.last_flush
@@ -116,8 +116,10 @@ def status(worker: Worker) -> dict[str, Any]:
         "breaker_open": state.breaker_open,
         "partitions": partitions,
         "lag_total": sum(p["lag"] or 0 for p in partitions),
-        "paused": [f"{t}[{p}]" for t, p in sorted(paused)],
-        "buffered_records": worker.batcher.buffered,
+        "paused": [f"{t}[{p}]" for t, p in sorted(snap.paused)],
+        # Held until an operator resumes them, assigned here now or not: applied again if assigned here.
+        "operator_paused": [f"{t}[{p}]" for t, p in sorted(snap.operator_paused)],
+        "buffered_records": snap.buffered,
         "last_flush": None
         if last is None
         else {

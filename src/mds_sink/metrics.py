@@ -127,7 +127,7 @@ def preset(*, topics: Iterable[str], tables: Iterable[str]) -> None:
     for stage in FLUSH_STAGES:
         FLUSH_SECONDS.labels(stage)
     for error_class in ErrorClass:
-        if error_class is not ErrorClass.POISON:  # poison is dead-lettered, never retried
+        if error_class not in (ErrorClass.POISON, ErrorClass.FENCED):  # dead-lettered or fatal, never retried
             RETRIES.labels(error_class.value)
     for result in COMMIT_RESULTS:
         COMMITS.labels(result)

@@ -112,6 +112,7 @@ class RowWriter(Protocol):
         rows: Sequence[Row],
         next_offsets: Mapping[TopicPartition, int],
         *,
+        fence: Mapping[TopicPartition, int] | None = None,
         commit: bool = True,
         staged: Staged | None = None,
     ) -> WriteResult: ...
@@ -129,6 +130,7 @@ class Settled:
     rows: int
     dead_letters: list[DeadLetter]
     next_offsets: dict[TopicPartition, int]
+    newest_event_us: dict[str, int] = field(default_factory=dict)  # topic -> newest event time written
 
 
 class PoisonNotIsolated(Exception):
@@ -149,6 +151,18 @@ def isolate_poison(spec: TableSpec, entries: Sequence[tuple[Row, Source]], write
     return isolate_poison(spec, entries[:mid], writer) + isolate_poison(spec, entries[mid:], writer)
 
 
+def acknowledge_dead_letters(batch: TableBatch, send_dead_letters: DeadLetterSink) -> None:
+    """Produce the batch's dead letters not yet acknowledged, and remember that they are.
+
+    A flush is retried whole after a transient failure; what the broker already acknowledged is
+    never sent again, so a bad record has exactly one dead letter whatever happens around it.
+    """
+    pending = batch.dead_letters[batch.acknowledged :]
+    if pending:
+        send_dead_letters(pending)
+    batch.acknowledged = len(batch.dead_letters)
+
+
 def settle(
     batch: TableBatch,
     writer: RowWriter,
@@ -158,22 +172,24 @@ def settle(
 ) -> Settled:
     """Steps 1 and 2 of the flow. Transient errors propagate to the caller, which retries all of it.
 
+    The batch keeps what was done across those retries: dead letters acknowledged, and rows found
+    poison (moved from its rows to its dead letters).
     `ahead`: this batch's transaction begun while the one before it was written (its COPY done, nothing
     committed, no lock held but on the session's own staging table); the first write finishes it.
     """
     spec = batch.spec
-    entries = list(batch.rows.values())
-    dead = list(batch.dead_letters)
     staged = ahead
     try:
-        # Step 1: the decode/validate dead letters are acknowledged before any offset can move.
-        send_dead_letters(dead)
         for _attempt in range(3):
+            # Step 1: the decode/validate dead letters are acknowledged before any offset can move.
+            acknowledge_dead_letters(batch, send_dead_letters)
             try:
-                # Step 2: rows and ledger in one transaction.
+                # Step 2: rows and ledger in one transaction, under the epochs this member claimed.
                 taken, staged = staged, None
-                result = writer.write(spec, [row for row, _ in entries], batch.next_offsets, staged=taken)
-                return Settled(spec.name, result.rows, dead, dict(batch.next_offsets))
+                result = writer.write(
+                    spec, [row for row, _ in batch.rows.values()], batch.next_offsets, fence=batch.fence, staged=taken
+                )
+                return Settled(spec.name, result.rows, list(batch.dead_letters), dict(batch.next_offsets))
             except psycopg.Error as exc:
                 if classify(exc) is not ErrorClass.POISON:
                     raise
@@ -182,13 +198,12 @@ def settle(
                     spec.name,
                     str(exc).splitlines()[0],
                 )
-            bad = isolate_poison(spec, entries, writer)
+            bad = isolate_poison(spec, list(batch.rows.values()), writer)
             if not bad:
                 break
-            send_dead_letters(bad)
-            dead.extend(bad)
             blamed = {id(d.source) for d in bad}
-            entries = [e for e in entries if id(e[1]) not in blamed]
+            batch.rows = {key: entry for key, entry in batch.rows.items() if id(entry[1]) not in blamed}
+            batch.dead_letters.extend(bad)
     finally:
         if staged is not None:  # never reached the write (the dead letters failed): roll it back
             staged.discard()

@@ -103,6 +103,11 @@ class DatabaseSettings(_Group):
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=4, ge=1)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    pool_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a flush waits for a pooled connection before it fails (and is retried).",
+    )
     statement_timeout_ms: int = Field(default=60_000, ge=0)
 
     @field_validator("url", "owner_url", "reader_url")

@@ -104,13 +104,22 @@ def _upsert(spec: TableSpec, targets: list[Target], stage: str) -> str:
     )
 
 
-LEDGER_UPSERT = (
-    "INSERT INTO sink_offsets (consumer_group, topic, partition, next_offset) "
-    "VALUES (%s, %s, %s, %s) "
-    "ON CONFLICT (consumer_group, topic, partition) DO UPDATE "
-    "SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+# Fencing (migration 0004): a member claims each partition it is assigned by moving its epoch, and a
+# flush moves next_offset only under the epoch it claimed, never backwards. A member that lost the
+# partition (a stall past the session timeout) finds another epoch and its transaction rolls back.
+LEDGER_CLAIM = (
+    "INSERT INTO sink_offsets AS o (consumer_group, topic, partition, next_offset, epoch) "
+    "SELECT %s, v.topic, v.partition, 0, 1 FROM unnest(%s::text[], %s::integer[]) AS v(topic, partition) "
+    "ORDER BY v.topic, v.partition "
+    "ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET epoch = o.epoch + 1, updated_at = now() "
+    "RETURNING o.topic, o.partition, o.next_offset, o.epoch"
 )
 
-LEDGER_SELECT = "SELECT topic, partition, next_offset FROM sink_offsets WHERE consumer_group = %s AND topic = ANY(%s)"
+LEDGER_ADVANCE = (
+    "UPDATE sink_offsets AS o SET next_offset = greatest(o.next_offset, v.next_offset), updated_at = now() "
+    "FROM unnest(%s::text[], %s::integer[], %s::bigint[], %s::bigint[]) AS v(topic, partition, next_offset, epoch) "
+    "WHERE o.consumer_group = %s AND o.topic = v.topic AND o.partition = v.partition AND o.epoch = v.epoch "
+    "RETURNING o.topic, o.partition"
+)
 
 SET_TENANT = "SELECT set_config('app.tenant_id', %s, true)"

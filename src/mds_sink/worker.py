@@ -1,4 +1,11 @@
-"""The consumer loop: the only place that sequences I/O (poll, hand batches to the flusher, commit)."""
+"""The consumer loop: the only place that sequences I/O (poll, hand batches to the flusher, commit).
+
+Ownership: each partition assigned is claimed in the offsets ledger (a new epoch) before any of its
+records is consumed; every flush writes under that epoch, so a member that lost a partition cannot
+write it. A partition revoked is drained (or, past the deadline, given up), and nothing of it stays
+buffered. A flush that failed for good stops the sink: nothing after it commits, the rebalance on the
+way out drains nothing, and a restart re-delivers from the failed batch.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +15,23 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]  # exported, not in stubs
 from psycopg_pool import ConnectionPool
 
 from mds_sink import __version__, deadletter, metrics
 from mds_sink.batcher import Batcher, DeadLetter, TableBatch, TopicPartition
 from mds_sink.codec import Decoder, SchemaSource, load_schema_file
-from mds_sink.flusher import Flusher, FlushFailed
+from mds_sink.fencing import resume_offset
+from mds_sink.flusher import Abandoned, Done, Flusher, FlushFailed
 from mds_sink.gc_tuning import tune_for_throughput
+from mds_sink.health import DatabaseProbe
 from mds_sink.kafka_io import (
     BrokerUnavailable,
     DeadLetterProducer,
@@ -37,11 +47,11 @@ from mds_sink.pipeline import Ingest, Settled, settle
 from mds_sink.preflight import check_database, open_schema_source
 from mds_sink.resources import resource_dir
 from mds_sink.settings import Settings
-from mds_sink.state import SinkState
+from mds_sink.state import SinkState, StatusSnapshot
 from mds_sink.tables import TABLES
 from mds_sink.tenants import TenantRefresher
 from mds_sink.validate import Rules, TenantSet
-from mds_sink.writer import Staged, Writer, database_pool
+from mds_sink.writer import Claim, Staged, Writer, database_pool
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,20 @@ CONSUME_BATCH = 1000
 FLUSHER_WAIT_S = 1.0
 # While a flush is in flight, poll in slices this short: its commit follows within this much.
 SETTLED_POLL_S = 0.005
+# The broker's answer in a rebalance callback: past this, the ledger alone says where to resume.
+COMMITTED_TIMEOUT_S = 10.0
+# A paused partition is not fetched, so its cached high watermark stands still: ask the broker this often.
+PAUSED_END_OFFSETS_S = 5.0
+# How often the status snapshot is published while nothing else changed (the buffered count moves).
+PUBLISH_EVERY_S = 0.1
+
+
+class SinkFailed(Exception):
+    """A flush failed for good: the sink stops, committing nothing after it (a restart re-delivers it)."""
+
+
+def _names(tps: Iterable[TopicPartition]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(tps))
 
 
 class Worker:
@@ -60,28 +84,55 @@ class Worker:
         self.state = state or SinkState()
         self.stopping = threading.Event()
         self.routes = {topic: TABLES[table] for topic, table in settings.topics.table_by_topic().items()}
+        # Everything below is the consumer thread's own; other threads read state.snapshot.
+        self._assignment: set[TopicPartition] = set()
+        self._epochs: dict[TopicPartition, int] = {}  # partition -> epoch claimed in the ledger
+        self._unclaimed: set[TopicPartition] = set()  # assigned, kept paused until its claim succeeds
         self._lost: set[TopicPartition] = set()
-        self._paused = False  # backpressure: every assigned partition is paused
-        self.operator_paused: set[TopicPartition] = set()  # paused through the admin API until resumed
+        self._client_paused: set[TopicPartition] = set()  # paused at the client now, for any reason
+        self._backpressure = False  # every assigned partition is paused: the buffer is full
+        self._operator_pauses: set[TopicPartition] = set()  # paused through the admin API until resumed
+        self._committed: dict[TopicPartition, int] = {}
+        self._end_offsets: dict[TopicPartition, int] = {}
+        self._end_offset_requests: dict[KafkaTopicPartition, Future[Any]] = {}
+        self._newest_event_us: dict[str, int] = {}
         self._commands: queue.Queue[Callable[[], None]] = queue.Queue()
         self._flush_requested = False
         self._gauges_at = 0.0
+        self._ends_at = 0.0
+        self._published_at = 0.0
+        self._claim_retry_at = 0.0
         self._uncommitted: dict[TopicPartition, int] = {}  # offsets whose Kafka commit failed, to retry
         self._commit_retry_at = 0.0
+        # False once a flush failed or a drain was given up: no drain or commit may follow.
+        self._settling = True
+        self._resources = contextlib.ExitStack()  # closed in reverse order of opening
 
     # -- start-up -------------------------------------------------------------------------------
+    def _closing(self, name: str, close: Callable[[], Any]) -> None:
+        """Close this when the worker stops (in reverse order), logging instead of raising."""
+
+        def quietly() -> None:
+            try:
+                close()
+            except Exception as exc:
+                log.warning("%s close: %s", name, exc)
+
+        self._resources.callback(quietly)
+
     def _open(self) -> None:
         s = self.settings
         self.pool: ConnectionPool = database_pool(
             s.database, min_size=s.database.pool_min_size, max_size=s.database.pool_max_size, name="mds-sink"
         )
+        self._closing("pool", self.pool.close)
         self.state.schema_revision = check_database(s, self.pool)
         self.state.database_ok = True
         self.writer = Writer(self.pool, s.kafka.group_id)
 
-        admin = AdminClient(admin_config(s))
+        self.admin = AdminClient(admin_config(s))
         try:
-            counts = partition_counts(admin, self.routes)
+            counts = partition_counts(self.admin, self.routes)
         except BrokerUnavailable as exc:
             raise StartupError(f"cannot reach the broker at {s.kafka.bootstrap_servers}: {exc}") from None
         table_topics = {topic: table for table, topic in s.topics.model_dump().items()}
@@ -92,11 +143,12 @@ class Worker:
                     f"{s.kafka.bootstrap_servers}"
                 )
         dlq_topics = {deadletter.dead_letter_topic(s.topics.dead_letter, t): 1 for t in self.routes}
-        for created in ensure_topics(admin, dlq_topics, dlq_topic_config()):
+        for created in ensure_topics(self.admin, dlq_topics, dlq_topic_config()):
             log.info("created dead-letter topic %s", created)
 
         schemas_dir = s.schemas_dir or resource_dir("schemas")
         source: SchemaSource = open_schema_source(s, schemas_dir)
+        self._closing("schema source", source.close)
         self.schema_source = source
         self.decoders = {
             spec.name: Decoder(load_schema_file(schemas_dir / f"{spec.record}.avsc"), source)
@@ -115,6 +167,7 @@ class Worker:
         self.batcher = Batcher(s.batching.max_rows, s.batching.max_ms, s.batching.max_bytes)
         self.ingest = Ingest(self.routes, self.decoders, self.rules, self.batcher, on_reject=self._rejected)
         self.dlq = DeadLetterProducer(Producer(producer_config(s)))
+        self._closing("dead-letter producer", self.dlq.close)
         self.flusher = Flusher(
             lambda b, ahead: settle(b, self.writer, self._send_dead_letters, ahead=ahead),
             retry=s.retry,
@@ -122,7 +175,11 @@ class Worker:
             # Beginning the next flush ahead holds a second connection: never the pool's last one.
             prepare=self._stage_ahead if s.database.pool_max_size >= 2 else None,
         )
+        self._closing("flusher", self.flusher.close)
+        self.probe = DatabaseProbe(s.database, self.state)
         self.consumer = Consumer(consumer_config(s))
+        # Closing leaves the group; the revocation it runs drains only what may still settle.
+        self._closing("consumer", self.consumer.close)
 
     def _stage_ahead(self, batch: TableBatch) -> Staged:
         """On the stager thread: the batch's transaction begun and its rows COPYed, while the one before is written."""
@@ -159,83 +216,148 @@ class Worker:
             },
         )
 
+    # -- ownership ------------------------------------------------------------------------------
+    def _claim(self, tps: Iterable[TopicPartition], *, attempts: int) -> dict[TopicPartition, Claim]:
+        """A new ledger epoch for each partition; {} if the database did not answer (claimed later)."""
+        wait_s = self.settings.database.connect_timeout_s
+        for attempt in range(attempts):
+            try:
+                return self.writer.claim(tps, pool_wait_s=wait_s)
+            except Exception as exc:
+                log.warning("cannot claim %s in the offsets ledger (attempt %d): %s", _names(tps), attempt + 1, exc)
+                if attempt + 1 < attempts:
+                    time.sleep(min(2.0**attempt, 5.0))
+        return {}
+
+    def _committed_offsets(self, partitions: list[KafkaTopicPartition]) -> dict[TopicPartition, int]:
+        """Kafka's committed offsets (absent: none); {} with a warning if the broker does not answer."""
+        try:
+            found = self.consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("committed offsets unavailable (%s): resuming from the offsets ledger", exc)
+            return {}
+        return {(p.topic, p.partition): p.offset for p in found if p.offset >= 0}
+
+    def _owned(self, tp: TopicPartition, claim: Claim, committed: int | None) -> int | None:
+        """Record a claim; returns the offset to resume from if the ledger is ahead of Kafka."""
+        self._epochs[tp] = claim.epoch
+        self._unclaimed.discard(tp)
+        return resume_offset(claim.next_offset, committed)
+
+    def _claim_pending(self, now: float) -> None:
+        """Claim what the rebalance callback could not (the database was away), at most once a second."""
+        if not self._unclaimed or now - self._claim_retry_at < 1.0:
+            return
+        self._claim_retry_at = now
+        claims = self._claim(self._unclaimed, attempts=1)
+        healed = []
+        for tp, claim in claims.items():
+            offset = self._owned(tp, claim, self._committed.get(tp))
+            if offset is not None:
+                healed.append(KafkaTopicPartition(tp[0], tp[1], offset))
+        for at in healed:
+            try:  # paused since assigned, so nothing of it was consumed: resume where the rows end
+                self.consumer.seek(at)
+            except KafkaException as exc:  # re-delivery from Kafka's offset is idempotent
+                log.info("could not seek %s[%d] to %d: %s", at.topic, at.partition, at.offset, exc)
+        if claims:
+            log.info("claimed %s", _names(claims))
+            self.flusher.own(self._epochs)
+            self._commit_offsets(healed)
+            self._apply_pauses()
+
     # -- rebalances -----------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         metrics.REBALANCES.labels("assign").inc()
         self._lost.difference_update(tps)
-        ledger = self._read_ledger()
-        committed = {(p.topic, p.partition): p.offset for p in consumer.committed(partitions, timeout=30)}
+        claims = self._claim(tps, attempts=2)
+        committed = self._committed_offsets(partitions)
         healed: list[KafkaTopicPartition] = []
         for p in partitions:
-            start = committed.get((p.topic, p.partition), -1)
-            if start >= 0:
-                self.state.committed[(p.topic, p.partition)] = start
-            ahead = ledger.get((p.topic, p.partition))
+            tp = (p.topic, p.partition)
+            if tp in committed:
+                self._committed[tp] = committed[tp]
+            claim = claims.get(tp)
+            if claim is None:
+                self._unclaimed.add(tp)  # paused below until claimed: nothing is read that could not be written
+                continue
+            offset = self._owned(tp, claim, committed.get(tp))
             # A crash between the database commit and the Kafka commit: the ledger is ahead.
-            if ahead is not None and ahead > start:
-                p.offset = ahead
-                healed.append(KafkaTopicPartition(p.topic, p.partition, ahead))
+            if offset is not None:
+                p.offset = offset
+                healed.append(KafkaTopicPartition(p.topic, p.partition, offset))
                 log.info(
-                    "resuming from the offsets ledger at %d (Kafka had %d)",
-                    ahead,
-                    start,
+                    "resuming from the offsets ledger at %d (Kafka had %s)",
+                    offset,
+                    committed.get(tp, "none"),
                     extra={"topic": p.topic, "partition": p.partition},
                 )
         if self.settings.kafka.assignment_strategy == "cooperative-sticky":
             consumer.incremental_assign(partitions)
         else:  # an eager rebalance revoked everything first: this is the whole new assignment
             consumer.assign(partitions)
-        self.state.assignment.update(tps)
+        self._assignment.update(tps)
+        self.flusher.own(self._epochs)
         self.state.joined = True
         if healed:
             # Those rows are in the database: Kafka catches up now, not at the next flush (there may be none).
             self._commit_offsets(healed)
-        if self._paused:
-            consumer.pause(partitions)
-            self.state.paused.update(tps)
-        log.info("assigned %s", ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
-
-    def _read_ledger(self) -> dict[TopicPartition, int]:
-        for attempt in range(5):
-            try:
-                return self.writer.ledger(self.routes)
-            except Exception as exc:
-                log.warning("cannot read the offsets ledger (attempt %d): %s", attempt + 1, exc)
-                time.sleep(min(2.0**attempt, 5.0))
-        log.error("offsets ledger unreadable: starting from Kafka's committed offsets (re-delivery is idempotent)")
-        return {}
+        self._apply_pauses()
+        held = self._operator_pauses.intersection(tps)
+        if held:
+            log.warning("paused by operator before, paused again: %s", _names(held))
+        log.info("assigned %s", _names(tps))
+        self._publish()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
         metrics.REBALANCES.labels("revoke").inc()
         self.state.revocations += 1
-        log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
-        if tps & self.state.assignment:
-            self._drain(self.batcher.tables_with(tps), deadline_s=self.settings.shutdown_deadline_s)
-        self._forget(tps)
-
-    def _forget(self, tps: set[TopicPartition]) -> None:
-        """A partition that moved away: no state, no operator pause, no lag series left behind."""
-        self.state.assignment.difference_update(tps)
-        self.state.paused.difference_update(tps)
-        self.operator_paused.difference_update(tps)
-        for tp in tps:
-            self._uncommitted.pop(tp, None)
-        for topic, partition in tps:
-            self.state.committed.pop((topic, partition), None)
-            self.state.end_offsets.pop((topic, partition), None)
-            with contextlib.suppress(KeyError):  # no series yet for a partition that never reported
-                metrics.LAG.remove(topic, str(partition))
+        log.info("revoked %s", _names(tps))
+        try:
+            deadline_s = self.settings.shutdown_deadline_s
+            if (
+                self._settling
+                and tps & self._assignment
+                and not self._drain(self.batcher.tables_with(tps), deadline_s=deadline_s)
+            ):
+                log.error("revoked partitions not drained in time: their records will be re-delivered")
+        finally:
+            self._give_up(tps)
 
     def _on_lost(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         tps = {(p.topic, p.partition) for p in partitions}
         metrics.REBALANCES.labels("lost").inc()
         self.state.revocations += 1
-        dropped = self.batcher.drop(tps)
         self._lost.update(tps)
-        self._forget(tps)
-        log.warning("partitions lost: %s; dropped %d buffered records, nothing committed", sorted(tps), dropped)
+        dropped = self._give_up(tps)
+        log.warning("partitions lost: %s; dropped %d buffered records, nothing committed", _names(tps), dropped)
+
+    def _give_up(self, tps: set[TopicPartition]) -> int:
+        """Partitions that moved away: nothing of them stays buffered, queued, paused or reported."""
+        dropped = self.batcher.drop(tps)
+        paused = self._client_paused & tps
+        if paused:
+            # The client keeps a partition's pause across an unassign: were it assigned here again, it
+            # would stay paused with nothing saying so.
+            with contextlib.suppress(KafkaException):
+                self.consumer.resume([KafkaTopicPartition(t, p) for t, p in paused])
+            self._client_paused -= paused
+        self._assignment -= tps
+        self._unclaimed -= tps
+        for tp in tps:
+            self._epochs.pop(tp, None)
+            self._uncommitted.pop(tp, None)
+            self._committed.pop(tp, None)
+            self._end_offsets.pop(tp, None)
+            with contextlib.suppress(KeyError):  # no series yet for a partition that never reported
+                metrics.LAG.remove(tp[0], str(tp[1]))
+        # Batches queued for the flusher lose these partitions' records; the one being written stops
+        # retrying if nothing of it is ours any more, and the ledger's epoch fences it if it commits late.
+        self.flusher.own(self._epochs)
+        self._publish()
+        return dropped
 
     # -- the loop -------------------------------------------------------------------------------
     def _commit(self, settled: Settled) -> None:
@@ -243,7 +365,7 @@ class Worker:
             [
                 KafkaTopicPartition(t, p, o)
                 for (t, p), o in settled.next_offsets.items()
-                if (t, p) not in self._lost and (t, p) in self.state.assignment
+                if (t, p) not in self._lost and (t, p) in self._assignment
             ]
         )
 
@@ -268,9 +390,10 @@ class Worker:
         metrics.FLUSH_SECONDS.labels("commit").observe(time.perf_counter() - started)
         for tp in offsets:
             key = (tp.topic, tp.partition)
-            self.state.committed[key] = tp.offset
+            self._committed[key] = tp.offset
             if self._uncommitted.get(key, -1) <= tp.offset:
                 self._uncommitted.pop(key, None)
+        self._publish()
 
     def _retry_commits(self, now: float) -> None:
         """Commit again what failed to commit, for partitions still ours, at most once a second."""
@@ -279,14 +402,27 @@ class Worker:
         self._commit_retry_at = now
         pending, self._uncommitted = self._uncommitted, {}
         self._commit_offsets(
-            [KafkaTopicPartition(t, p, o) for (t, p), o in pending.items() if (t, p) in self.state.assignment]
+            [KafkaTopicPartition(t, p, o) for (t, p), o in pending.items() if (t, p) in self._assignment]
         )
 
-    def _handle_done(self, done: Sequence[Settled | FlushFailed]) -> None:
+    def _handle_done(self, done: Sequence[Done]) -> None:
+        """Commit what settled, in order; stop at a failure, committing nothing after it."""
         for item in done:
             if isinstance(item, FlushFailed):
-                raise RuntimeError(f"flush of {item.table} failed: {item.error}") from item.error
+                self._settling = False
+                raise SinkFailed(f"flush of {item.table} failed: {item.error}") from item.error
+            if isinstance(item, Abandoned):
+                log.info("nothing of the abandoned flush of %s was committed", item.table)
+                continue
+            for topic, newest_us in item.newest_event_us.items():
+                if newest_us > self._newest_event_us.get(topic, -1):
+                    self._newest_event_us[topic] = newest_us
             self._commit(item)
+
+    def _submit(self, batch: TableBatch) -> None:
+        # The epochs the batch's records were read under: its ledger update is fenced on them.
+        batch.fence = {tp: self._epochs[tp] for tp in batch.partitions if tp in self._epochs}
+        self.flusher.submit(batch)
 
     def _submit_due(self, now_ms: float, *, force: Sequence[str] = ()) -> None:
         for table in [*force, *self.batcher.due(now_ms)]:
@@ -294,7 +430,7 @@ class Worker:
                 return
             batch = self.batcher.take(table)
             if batch is not None:
-                self.flusher.submit(batch)
+                self._submit(batch)
 
     def _drain(self, tables: Sequence[str], *, deadline_s: float) -> bool:
         """Flush these tables now and wait for them (and everything before them) to commit."""
@@ -304,11 +440,10 @@ class Worker:
             while remaining and self.flusher.has_room():
                 batch = self.batcher.take(remaining.pop(0))
                 if batch is not None:
-                    self.flusher.submit(batch)
+                    self._submit(batch)
             self._handle_done(self.flusher.collect(timeout_s=0.05))
             self.state.beat()
             if time.monotonic() > deadline:
-                self.flusher.abort.set()
                 log.error("drain deadline of %.0fs passed; uncommitted records will be re-delivered", deadline_s)
                 return False
         return True
@@ -339,41 +474,48 @@ class Worker:
             self._handle_done(self.flusher.collect(timeout_s=min(remaining, 0.1)))
             self._submit_due(time.monotonic() * 1000)
 
-    def _backpressure(self) -> None:
+    # -- pauses ---------------------------------------------------------------------------------
+    def _apply_pauses(self) -> None:
+        """Pause at the client exactly what should be: everything under backpressure, an operator's
+        pauses, and partitions not yet claimed; resume the rest."""
+        wanted = self._unclaimed | (self._operator_pauses & self._assignment)
+        if self._backpressure:
+            wanted |= self._assignment
+        pause, resume = wanted - self._client_paused, (self._client_paused - wanted) & self._assignment
+        if pause:
+            self.consumer.pause([KafkaTopicPartition(t, p) for t, p in pause])
+        if resume:
+            self.consumer.resume([KafkaTopicPartition(t, p) for t, p in resume])
+        if pause or resume:
+            self._client_paused = wanted
+            self._publish()
+
+    def _check_backpressure(self) -> None:
         full = self.batcher.buffered >= self.settings.batching.max_buffered_records or self._blocked()
-        if full and not self._paused:
-            self.consumer.pause([KafkaTopicPartition(t, p) for t, p in self.state.assignment])
-            self._paused = True
-            self.state.paused.update(self.state.assignment)
-        elif not full and self._paused:
-            # Partitions an operator paused stay paused.
-            resumed = self.state.assignment - self.operator_paused
-            self.consumer.resume([KafkaTopicPartition(t, p) for t, p in resumed])
-            self._paused = False
-            self.state.paused = set(self.operator_paused & self.state.assignment)
+        if full != self._backpressure:
+            self._backpressure = full
+            self._apply_pauses()
 
     # -- operator actions (called from the HTTP thread; run on the consumer thread) --------------
     def _matching(self, topic: str, partition: int | None) -> set[TopicPartition]:
-        return {(t, p) for t, p in self.state.assignment if t == topic and (partition is None or p == partition)}
+        return {(t, p) for t, p in self._assignment if t == topic and (partition is None or p == partition)}
 
     def pause(self, topic: str, partition: int | None = None) -> None:
         def act() -> None:
             chosen = self._matching(topic, partition)
-            self.operator_paused |= chosen
-            self.consumer.pause([KafkaTopicPartition(t, p) for t, p in chosen])
-            self.state.paused |= chosen
-            log.info("paused by operator: %s", sorted(chosen))
+            self._operator_pauses |= chosen
+            self._apply_pauses()
+            log.info("paused by operator: %s", _names(chosen))
 
         self._commands.put(act)
 
     def resume(self, topic: str, partition: int | None = None) -> None:
         def act() -> None:
-            chosen = self._matching(topic, partition) & self.operator_paused
-            self.operator_paused -= chosen
-            if not self._paused:
-                self.consumer.resume([KafkaTopicPartition(t, p) for t, p in chosen])
-                self.state.paused -= chosen
-            log.info("resumed by operator: %s", sorted(chosen))
+            # An operator's pause held for a partition not assigned here now is released too.
+            chosen = {(t, p) for t, p in self._operator_pauses if t == topic and partition in (None, p)}
+            self._operator_pauses -= chosen
+            self._apply_pauses()
+            log.info("resumed by operator: %s", _names(chosen))
 
         self._commands.put(act)
 
@@ -390,26 +532,64 @@ class Worker:
             except queue.Empty:
                 return
             command()
+            self._publish()
 
-    def _update_gauges(self, now: float) -> None:
-        if now - self._gauges_at < 1.0:
-            return
-        self._gauges_at = now
-        metrics.ASSIGNED_PARTITIONS.set(len(self.state.assignment))
-        metrics.PAUSED_PARTITIONS.set(len(self.state.paused))
-        metrics.BUFFERED.set(self.batcher.buffered)
-        for tp in self.state.assignment:
+    # -- what other threads see -----------------------------------------------------------------
+    def _publish(self) -> None:
+        """Replace the status snapshot other threads read (they never see the collections above)."""
+        self._published_at = time.monotonic()
+        self.state.snapshot = StatusSnapshot.of(
+            assignment=self._assignment,
+            paused=self._client_paused,
+            operator_paused=self._operator_pauses,
+            unclaimed=self._unclaimed,
+            committed=self._committed,
+            end_offsets=self._end_offsets,
+            buffered=self.batcher.buffered,
+        )
+
+    def _refresh_end_offsets(self, now: float) -> None:
+        """High watermarks: the client's cached ones, and the broker's for paused partitions (not fetched,
+        so their cache stands still), asked without blocking and read at a later turn."""
+        for asked, future in list(self._end_offset_requests.items()):
+            if not future.done():
+                continue
+            del self._end_offset_requests[asked]
+            with contextlib.suppress(Exception):  # the broker did not answer: ask again later
+                if (asked.topic, asked.partition) in self._client_paused:
+                    self._end_offsets[(asked.topic, asked.partition)] = future.result().offset
+        for tp in self._assignment - self._client_paused:
             try:
                 _low, high = self.consumer.get_watermark_offsets(KafkaTopicPartition(*tp), cached=True)
             except KafkaException:
                 continue
-            if high < 0:
-                continue
-            committed = self.state.committed.get(tp)
-            self.state.end_offsets[tp] = high
-            metrics.LAG.labels(tp[0], str(tp[1])).set(max(0, high - (committed if committed is not None else 0)))
+            if high >= 0:
+                self._end_offsets[tp] = high
+        if self._client_paused and not self._end_offset_requests and now - self._ends_at >= PAUSED_END_OFFSETS_S:
+            self._ends_at = now
+            latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in the stubs
+            wanted = {KafkaTopicPartition(t, p): latest for t, p in self._client_paused}
+            try:
+                self._end_offset_requests = self.admin.list_offsets(wanted, request_timeout=PAUSED_END_OFFSETS_S)
+            except KafkaException as exc:
+                log.debug("end offsets of paused partitions unavailable: %s", exc)
+
+    def _update_gauges(self, now: float) -> None:
+        if now - self._gauges_at < 1.0:
+            if now - self._published_at >= PUBLISH_EVERY_S:
+                self._publish()
+            return
+        self._gauges_at = now
+        self._refresh_end_offsets(now)
+        metrics.ASSIGNED_PARTITIONS.set(len(self._assignment))
+        metrics.PAUSED_PARTITIONS.set(len(self._client_paused))
+        metrics.BUFFERED.set(self.batcher.buffered)
+        for tp in self._assignment:
+            high = self._end_offsets.get(tp)
+            if high is not None:
+                metrics.LAG.labels(tp[0], str(tp[1])).set(max(0, high - self._committed.get(tp, 0)))
         wall_us = time.time() * 1e6
-        for topic, newest_us in self.flusher.newest_event_us.items():
+        for topic, newest_us in self._newest_event_us.items():
             metrics.FRESHNESS.labels(topic).set(max(0.0, (wall_us - newest_us) / 1e6))
         stats = self.pool.get_stats()
         size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
@@ -417,6 +597,7 @@ class Worker:
         metrics.POOL.labels("idle").set(idle)
         metrics.POOL.labels("waiting").set(stats.get("requests_waiting", 0))
         metrics.UP.set(1 if self.ready() is None else 0)
+        self._publish()
 
     def ready(self) -> str | None:
         """None when ready; otherwise the reason it is not."""
@@ -429,57 +610,65 @@ class Worker:
         return None
 
     def run(self) -> int:
-        """Consume until stopped; returns the process exit code."""
-        self._open()
-        tune_for_throughput()
-        s = self.settings
-        self.consumer.subscribe(
-            list(self.routes), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
-        self.refresher.start()
-        from mds_sink.http_api import start_side_port  # noqa: PLC0415  (the HTTP layer imports the worker)
-
-        side_port = start_side_port(self)
-        poll_s = s.kafka.poll_timeout_ms / 1000
-        log.info("consuming %s as group %s", ", ".join(sorted(self.routes)), s.kafka.group_id)
+        """Consume until stopped; returns the process exit code. Raises SinkFailed or StartupError."""
+        drained = False
         try:
-            while not self.stopping.is_set():
-                msgs = self.consumer.consume(CONSUME_BATCH, timeout=self._poll_timeout_s(poll_s))
-                started = time.perf_counter()
-                now_ms = time.monotonic() * 1000
-                self.rules.now_us = int(time.time() * 1e6)
-                per_topic, errors = self.ingest.add_all(msgs, now_ms)
-                for event in errors:
-                    if event.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer error: %s", event.error())
-                if msgs:
-                    metrics.FLUSH_SECONDS.labels("decode").observe(time.perf_counter() - started)
-                    for topic, n in per_topic.items():
-                        metrics.CONSUMED.labels(topic).inc(n)
-                self._run_commands()
-                self._handle_done(self.flusher.collect())
-                forced = list(self.batcher.batches) if self._flush_requested else []
-                self._flush_requested = False
-                self._submit_due(now_ms, force=forced)
-                self._wait_for_flusher()
-                self._backpressure()
-                self._retry_commits(time.monotonic())
-                self._update_gauges(time.monotonic())
-                self.state.beat()
+            self._open()
+            tune_for_throughput()
+            from mds_sink.http_api import start_side_port  # noqa: PLC0415  (the HTTP layer imports the worker)
+
+            # Bound before joining the group: a port in use fails the start-up without a rebalance.
+            side_port = start_side_port(self)
+            self._closing("side port", side_port.stop)
+            s = self.settings
+            self.consumer.subscribe(
+                list(self.routes), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+            self.refresher.start()
+            self._closing("tenant refresher", self.refresher.stop)
+            self.probe.start()
+            self._closing("database probe", self.probe.stop)
+            log.info("consuming %s as group %s", ", ".join(sorted(self.routes)), s.kafka.group_id)
+            self._loop(s.kafka.poll_timeout_ms / 1000)
             drained = self._drain(list(self.batcher.batches), deadline_s=s.shutdown_deadline_s)
+            if not drained:
+                # Give up what is in flight: the revocation on the way out must not wait for it again.
+                self._settling = False
+                self.flusher.own({})
+        except BaseException:
+            self._settling = False  # leaving the group on the way out commits nothing more
+            raise
         finally:
-            side_port.stop()
-            self.refresher.stop()
-            self.flusher.close()
-            try:
-                self.consumer.close()  # leaves the group; revocation finds nothing left to flush
-            except Exception as exc:
-                log.warning("consumer close: %s", exc)
-            self.dlq.close()
-            self.pool.close()
-            self.schema_source.close()
+            self._resources.close()
         log.info("stopped%s", "" if drained else " without draining everything")
         return 0 if drained else 1
+
+    def _loop(self, poll_s: float) -> None:
+        while not self.stopping.is_set():
+            msgs = self.consumer.consume(CONSUME_BATCH, timeout=self._poll_timeout_s(poll_s))
+            started = time.perf_counter()
+            now_ms = time.monotonic() * 1000
+            self.rules.now_us = int(time.time() * 1e6)
+            per_topic, errors = self.ingest.add_all(msgs, now_ms)
+            for event in errors:
+                if event.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", event.error())
+            if msgs:
+                metrics.FLUSH_SECONDS.labels("decode").observe(time.perf_counter() - started)
+                for topic, n in per_topic.items():
+                    metrics.CONSUMED.labels(topic).inc(n)
+            self._run_commands()
+            self._handle_done(self.flusher.collect())
+            forced = list(self.batcher.batches) if self._flush_requested else []
+            self._flush_requested = False
+            self._submit_due(now_ms, force=forced)
+            self._wait_for_flusher()
+            self._check_backpressure()
+            now = time.monotonic()
+            self._claim_pending(now)
+            self._retry_commits(now)
+            self._update_gauges(now)
+            self.state.beat()
 
     def install_signal_handlers(self) -> None:
         def stop(signum: int, _frame: Any) -> None:

@@ -14,11 +14,20 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from mds_sink.batcher import TopicPartition
+from mds_sink.errors import OwnershipLost
 from mds_sink.metrics import FLUSH_SECONDS
 from mds_sink.settings import DatabaseSettings
-from mds_sink.sql import LEDGER_SELECT, LEDGER_UPSERT, SET_TENANT, FlushSql, flush_sql
+from mds_sink.sql import LEDGER_ADVANCE, LEDGER_CLAIM, SET_TENANT, FlushSql, flush_sql
 from mds_sink.tables import TABLES, TableSpec
 from mds_sink.validate import Row
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A partition claimed from the offsets ledger: where its rows end, and this member's epoch."""
+
+    next_offset: int  # 0 where nothing was ever written
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +43,7 @@ def open_pool(
     max_size: int,
     connect_timeout_s: float,
     statement_timeout_ms: int,
+    pool_timeout_s: float = 30.0,
     name: str = "mds-sink",
 ) -> ConnectionPool:
     options = f"-c statement_timeout={statement_timeout_ms} -c application_name={name}"
@@ -44,6 +54,9 @@ def open_pool(
         kwargs={"connect_timeout": max(1, int(connect_timeout_s)), "options": options, "autocommit": True},
         open=False,
         name=name,
+        # How long a request waits for a connection: with the database away, a flush fails (and is
+        # retried) after this, instead of psycopg_pool's default 30 s.
+        timeout=pool_timeout_s,
     )
 
 
@@ -55,6 +68,7 @@ def database_pool(database: DatabaseSettings, *, min_size: int, max_size: int, n
         max_size=max_size,
         connect_timeout_s=database.connect_timeout_s,
         statement_timeout_ms=database.statement_timeout_ms,
+        pool_timeout_s=database.pool_timeout_s,
         name=name,
     )
 
@@ -124,11 +138,14 @@ class Writer:
         rows: Sequence[Row],
         next_offsets: Mapping[TopicPartition, int],
         *,
+        fence: Mapping[TopicPartition, int] | None = None,
         commit: bool = True,
         staged: Staged | None = None,
     ) -> WriteResult:
         """Stage, upsert tenant by tenant, move the ledger; all or nothing. `commit=False` probes.
 
+        `fence` gives the epoch this member claimed for each partition of `next_offsets`: where the
+        ledger holds another, the partition was assigned elsewhere since, and OwnershipLost rolls back.
         `staged`, if it holds these rows, is that transaction with the COPY done; it is used or rolled back.
         """
         txn = staged.take(spec, rows) if staged is not None else None
@@ -138,6 +155,7 @@ class Writer:
         upserts = self._sql[spec.name].upserts
         started = time.perf_counter()
         try:
+            ledger = _ledger_params(self._group, next_offsets, fence or {})
             # One round trip for every tenant's statements and the ledger, not two per tenant: the
             # flush thread waits on the network once, and re-takes the GIL from the decoding once.
             # Statements still run in order in this transaction; the first error aborts the rest.
@@ -145,10 +163,11 @@ class Writer:
                 for tenant, targets in sorted(by_tenant.items()):
                     txn.cur.execute(SET_TENANT, (tenant,))
                     txn.cur.execute(upserts[targets], {"tenant": tenant})
-                if next_offsets:
-                    txn.cur.executemany(
-                        LEDGER_UPSERT, [(self._group, t, p, o) for (t, p), o in sorted(next_offsets.items())]
-                    )
+                if ledger is not None:
+                    moved = txn.conn.cursor()
+                    moved.execute(LEDGER_ADVANCE, ledger)
+            if ledger is not None:
+                _check_fence(next_offsets, moved.fetchall())
             if not commit:
                 raise psycopg.Rollback()
         except BaseException as exc:
@@ -196,16 +215,44 @@ class Writer:
                     # as the server's refusal of the same value in text would be (found by halving).
                     raise psycopg.DataError(f"cannot stage {row!r:.200}: {exc}") from exc
 
-    def ledger(self, topics: Iterable[str]) -> dict[TopicPartition, int]:
-        with self._pool.connection() as conn:
-            found = conn.execute(LEDGER_SELECT, (self._group, list(topics))).fetchall()
-        return {(t, p): o for t, p, o in found}
+    def claim(
+        self, partitions: Iterable[TopicPartition], *, pool_wait_s: float | None = None
+    ) -> dict[TopicPartition, Claim]:
+        """Claim partitions just assigned to this member: a new epoch for each, and where its rows end."""
+        wanted = sorted(set(partitions))
+        with self._pool.connection(timeout=pool_wait_s) as conn:
+            found = conn.execute(LEDGER_CLAIM, (self._group, [t for t, _ in wanted], [p for _, p in wanted])).fetchall()
+        return {(t, p): Claim(o, e) for t, p, o, e in found}
 
     def tenants(self) -> dict[str, bool]:
         with self._pool.connection() as conn:
             return {str(t): bool(a) for t, a in conn.execute("SELECT tenant_id::text, active FROM tenants")}
 
-    def schema_revision(self) -> str | None:
-        with self._pool.connection() as conn:
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        return None if row is None else str(row[0])
+
+def _ledger_params(
+    group: str, next_offsets: Mapping[TopicPartition, int], fence: Mapping[TopicPartition, int]
+) -> tuple[Any, ...] | None:
+    """LEDGER_ADVANCE's parameters: one array per column, in partition order (the order rows are locked)."""
+    if not next_offsets:
+        return None
+    unfenced = sorted(set(next_offsets) - set(fence))
+    if unfenced:
+        # A batch of a partition this member never claimed: a bug upstream of here, never a write.
+        raise OwnershipLost(f"no epoch claimed for {', '.join(f'{t}[{p}]' for t, p in unfenced)}")
+    ordered = sorted(next_offsets.items())
+    return (
+        [t for (t, _), _ in ordered],
+        [p for (_, p), _ in ordered],
+        [o for _, o in ordered],
+        [fence[tp] for tp, _ in ordered],
+        group,
+    )
+
+
+def _check_fence(next_offsets: Mapping[TopicPartition, int], moved: Iterable[tuple[Any, ...]]) -> None:
+    lost = sorted(set(next_offsets) - {(str(t), int(p)) for t, p in moved})
+    if lost:
+        raise OwnershipLost(
+            f"{', '.join(f'{t}[{p}]' for t, p in lost)} claimed by another member since this one was assigned "
+            "it: the batch is rolled back"
+        )

@@ -35,7 +35,9 @@ def test_a_value_the_binary_copy_cannot_carry_is_dead_lettered_and_the_rest_land
 
     pool = writer_pool(scenario.settings)
     try:
-        settled = settle(batch, Writer(pool, scenario.settings.kafka.group_id), send)
+        writer = Writer(pool, scenario.settings.kafka.group_id)
+        batch.fence = {tp: claim.epoch for tp, claim in writer.claim([("bars", 0)]).items()}
+        settled = settle(batch, writer, send)
     finally:
         pool.close()
     assert {(d.source.offset, d.rejection.code) for d in found} == {
