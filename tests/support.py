@@ -278,10 +278,15 @@ def sink_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_sink_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+def start_sink_process(
+    settings: Settings, log_path: Path, *, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "mds_sink", "run"], env=sink_env(settings), stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "mds_sink", "run"],
+            env={**sink_env(settings), **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
 

@@ -70,7 +70,7 @@ PAUSED_END_OFFSETS_S = 5.0
 PUBLISH_EVERY_S = 0.1
 
 
-class SinkFailed(Exception):
+class SinkFailed(RuntimeError):
     """A flush failed for good: the sink stops, committing nothing after it (a restart re-delivers it)."""
 
 
