@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from mds_sink import __version__, http_admin, metrics
 from mds_sink.http_admin import BadRequest, Reply
+from mds_sink.kafka_io import StartupError
 
 if TYPE_CHECKING:
     from mds_sink.worker import Worker
@@ -292,7 +293,12 @@ def start_side_port(worker: Worker) -> SidePort:
     metrics.preset(topics=worker.routes, tables={spec.name for spec in worker.routes.values()})
     # Every other gauge is set by the consumer loop and freezes with it; this one is read at scrape time.
     metrics.HEARTBEAT_AGE.set_function(lambda: time.monotonic() - worker.state.heartbeat)
-    server = ThreadingHTTPServer((http.host, http.port), _handler(worker))
+    try:
+        server = ThreadingHTTPServer((http.host, http.port), _handler(worker))
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen on {http.host}:{http.port} (settings http.host, http.port): {exc.strerror or exc}"
+        ) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="mds-http", daemon=True).start()
     port = SidePort(server)

@@ -565,7 +565,10 @@ class Worker:
                 continue
             if high >= 0:
                 self._end_offsets[tp] = high
-        if self._client_paused and not self._end_offset_requests and now - self._ends_at >= PAUSED_END_OFFSETS_S:
+        # A partition just assigned paused has no end offset yet: ask at the next turn, not in 5 s.
+        unknown = any(tp not in self._end_offsets for tp in self._client_paused)
+        due = now - self._ends_at >= (1.0 if unknown else PAUSED_END_OFFSETS_S)
+        if self._client_paused and not self._end_offset_requests and due:
             self._ends_at = now
             latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped in the stubs
             wanted = {KafkaTopicPartition(t, p): latest for t, p in self._client_paused}

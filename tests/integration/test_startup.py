@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 
 import psycopg
 import pytest
+from confluent_kafka import ConsumerGroupState
+from confluent_kafka.admin import AdminClient
 
+from mds_sink.kafka_io import StartupError, admin_config
 from mds_sink.settings import Settings, load_settings
+from mds_sink.worker import Worker
 from tests.support import make_scenario, sink_env
 from tests.throwaway import migrated, owner_url, switch_to_guard, with_database
 
@@ -93,3 +100,34 @@ def test_guard_mode_needs_both_triggers_enabled(settings: Settings) -> None:
         code, err = start(settings, MDS_SINK_DATABASE__URL=scratch.database.url.get_secret_value())
     assert code == 2
     assert refusal(err).endswith("table news has neither forced row-level security nor the tenant guard")
+
+
+@pytest.fixture
+def port_in_use() -> Iterator[int]:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield int(taken.getsockname()[1])
+
+
+def test_a_side_port_in_use_is_named_with_its_setting(settings: Settings, port_in_use: int) -> None:
+    code, err = start(settings, MDS_SINK_HTTP__HOST="127.0.0.1", MDS_SINK_HTTP__PORT=str(port_in_use))
+    assert code == 2
+    assert refusal(err) == (
+        f"mds-sink: cannot listen on 127.0.0.1:{port_in_use} (settings http.host, http.port): Address already in use"
+    )
+
+
+def test_a_failed_start_up_never_joins_the_group_and_releases_everything(port_in_use: int) -> None:
+    scenario = make_scenario(partitions=1, tables=["bars"], http={"host": "127.0.0.1", "port": port_in_use})
+    before = {t.ident for t in threading.enumerate()}
+    worker = Worker(scenario.settings)
+    with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port_in_use}"):
+        worker.run()
+    # The port is checked before subscribing: the group never had this member, so no rebalance waits on it.
+    admin = AdminClient(admin_config(scenario.settings))
+    (described,) = admin.describe_consumer_groups([scenario.settings.kafka.group_id]).values()
+    group = described.result(timeout=15)
+    assert (group.state, group.members) == (ConsumerGroupState.DEAD, [])  # DEAD: the broker never saw it
+    assert worker.pool.closed
+    assert [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()] == []
