@@ -68,8 +68,10 @@ def test_an_operator_pause_is_held_across_rebalances_lag_stays_exact_and_resume_
         scenario.produce("bars", later)
         ends = scenario.end_offsets()
         wait_until(
-            lambda: {p: s["lag"] for p, s in partitions(base).items()}
-            == {kept: ends[(topic, kept)], moved: ends[(topic, moved)] - scenario.committed()[(topic, moved)]},
+            lambda: (
+                {p: s["lag"] for p, s in partitions(base).items()}
+                == {kept: ends[(topic, kept)], moved: ends[(topic, moved)] - scenario.committed()[(topic, moved)]}
+            ),
             timeout_s=PAUSED_END_OFFSETS_S + 10,
             what="exact lag on both paused partitions",
         )
