@@ -10,8 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from mds_sink import migrate
-from mds_sink.settings import Settings, load_settings
+from mds_sink.config.settings import Settings, load_settings
+from mds_sink.db import migrate
 
 NAME = "mds_bench"
 # Everything the bars and quotes write, and the ledger: a run starts from none of it.

@@ -16,14 +16,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from benchmarks.stats import rate
-from mds_sink.batcher import Source, TableBatch
-from mds_sink.codec import Decoder, LocalSchemas, load_schema_file
-from mds_sink.kafka_io import consumer_config
-from mds_sink.resources import resource_dir
-from mds_sink.settings import Settings
-from mds_sink.tables import TABLES
-from mds_sink.validate import VALIDATORS, Row, Rules, TenantSet
-from mds_sink.writer import Writer, database_pool
+from mds_sink.avro.codec import Decoder, LocalSchemas, load_schema_file
+from mds_sink.config.resources import resource_dir
+from mds_sink.config.settings import Settings
+from mds_sink.core.batcher import Source, TableBatch
+from mds_sink.core.tables import TABLES
+from mds_sink.core.validate import VALIDATORS, Row, Rules, TenantSet
+from mds_sink.db.writer import Writer, database_pool
+from mds_sink.kafka.clients import consumer_config
 
 
 @dataclass

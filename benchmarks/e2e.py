@@ -18,7 +18,7 @@ from pathlib import Path
 from benchmarks import benchdb
 from benchmarks.sinkproc import CommitWatch, Sink, machine_busy
 from benchmarks.stats import rate
-from mds_sink.settings import Settings
+from mds_sink.config.settings import Settings
 
 
 @dataclass

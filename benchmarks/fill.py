@@ -20,9 +20,9 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # exported, not in stubs
 
 from benchmarks import data
-from mds_sink.codec import frame, load_schema_file, local_schema_id, strip_logical_types
-from mds_sink.resources import resource_dir
-from mds_sink.tables import TABLES
+from mds_sink.avro.codec import frame, load_schema_file, local_schema_id, strip_logical_types
+from mds_sink.config.resources import resource_dir
+from mds_sink.core.tables import TABLES
 
 Generator = Callable[[data.Shape, list[str], int], tuple[bytes, dict[str, Any]]]
 GENERATORS: dict[str, Generator] = {"bars": data.bar, "quotes": data.quote}

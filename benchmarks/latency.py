@@ -26,10 +26,10 @@ from benchmarks import benchdb, data
 from benchmarks.fill import recreate
 from benchmarks.sinkproc import CommitWatch, Sink
 from benchmarks.stats import Commit, commit_latencies, percentile
-from mds_sink.codec import frame, load_schema_file, local_schema_id, strip_logical_types
-from mds_sink.kafka_io import producer_config
-from mds_sink.resources import resource_dir
-from mds_sink.settings import Settings
+from mds_sink.avro.codec import frame, load_schema_file, local_schema_id, strip_logical_types
+from mds_sink.config.resources import resource_dir
+from mds_sink.config.settings import Settings
+from mds_sink.kafka.clients import producer_config
 
 TICK_S = 0.005  # produce pacing
 # Polling intervals (each part of the latency it measures, so an upper bound by up to that much). The

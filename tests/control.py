@@ -9,10 +9,10 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 from typer.testing import CliRunner, Result
 
-from mds_sink.cli import app
-from mds_sink.settings import Settings
-from mds_sink.tables import BARS
-from mds_sink.writer import Writer, open_pool
+from mds_sink.cli.app import app
+from mds_sink.config.settings import Settings
+from mds_sink.core.tables import BARS
+from mds_sink.db.writer import Writer, open_pool
 from tests.throwaway import owner_url, reader_url
 
 T0 = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)

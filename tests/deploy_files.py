@@ -22,8 +22,8 @@ import typer
 import yaml
 from pydantic import BaseModel
 
-from mds_sink.cli import app
-from mds_sink.settings import CONFIG_FILE_ENV, ENV_PREFIX, Settings, load_settings
+from mds_sink.cli.app import app
+from mds_sink.config.settings import CONFIG_FILE_ENV, ENV_PREFIX, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -19,12 +19,12 @@ import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from mds_sink.kafka_io import admin_config, consumer_config, ensure_topics, producer_config, watermarks
-from mds_sink.produce import RecordEncoder, encoder_for
-from mds_sink.resources import resource_dir
-from mds_sink.settings import Settings, load_settings
-from mds_sink.tables import TABLES
-from mds_sink.worker import Worker
+from mds_sink.client.produce import RecordEncoder, encoder_for
+from mds_sink.config.resources import resource_dir
+from mds_sink.config.settings import Settings, load_settings
+from mds_sink.core.tables import TABLES
+from mds_sink.kafka.clients import admin_config, consumer_config, ensure_topics, producer_config, watermarks
+from mds_sink.sink.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "deploy" / "local" / "stack.sh"

@@ -15,9 +15,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from mds_sink import isolation, migrate, policy_db
-from mds_sink.settings import Settings, load_settings
-from mds_sink.tables import TENANT_TABLES
+from mds_sink.config.settings import Settings, load_settings
+from mds_sink.control import isolation, policy_db
+from mds_sink.core.tables import TENANT_TABLES
+from mds_sink.db import migrate
 
 
 def with_database(url: str, name: str) -> str:

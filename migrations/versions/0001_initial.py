@@ -17,7 +17,7 @@ down_revision: str | None = None
 branch_labels: str | None = None
 depends_on: str | None = None
 
-log = logging.getLogger("mds_sink.migrate")
+log = logging.getLogger("mds_sink.db.migrate")
 
 # Bars are stored by timeframe class, so each class gets its own chunk interval, compression and
 # retention (minute bars are many and short-lived, day bars few and kept for years). `bars` is a view.

@@ -18,8 +18,8 @@ from enum import Enum
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from mds_sink.kafka_io import BrokerUnavailable
-from mds_sink.rejection import Rejection
+from mds_sink.core.rejection import Rejection
+from mds_sink.kafka.clients import BrokerUnavailable
 
 
 class ErrorClass(Enum):

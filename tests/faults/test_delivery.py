@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 
 from mds_sink import metrics
-from mds_sink.health import PROBE_INTERVAL_S
-from mds_sink.http_api import side_port
+from mds_sink.http.server import side_port
+from mds_sink.sink.health import PROBE_INTERVAL_S
 from tests.faults.test_outages import assert_exactly_once, no_dead_letters, produce_slowly, stream, written
 from tests.support import (
     CRASHED,

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mds_sink import migrate
-from mds_sink.settings import load_settings
+from mds_sink.config.settings import load_settings
+from mds_sink.db import migrate
 from tests.support import parse_exports, stack
 
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from mds_sink.settings import Settings, load_settings
+from mds_sink.config.settings import Settings, load_settings
 from tests.throwaway import with_database, with_user
 
 ENV = "MDS_TEST_TIMESCALE_URL"

@@ -13,12 +13,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from mds_sink import migrate, policy_db, query
+from mds_sink.config.settings import Settings
+from mds_sink.control import policy_db, query
+from mds_sink.control.isolation import Isolation
+from mds_sink.db import migrate
+from mds_sink.db.preflight import check_database
+from mds_sink.db.sql import SET_TENANT
 from mds_sink.errors import ErrorClass, classify
-from mds_sink.isolation import Isolation
-from mds_sink.preflight import check_database
-from mds_sink.settings import Settings
-from mds_sink.sql import SET_TENANT
 from tests.control import (
     AGGREGATE_QUERY,
     EXPECTED_AGGREGATES,

@@ -6,7 +6,7 @@ from psycopg import errors
 from psycopg_pool import PoolTimeout
 
 from mds_sink.errors import ErrorClass, classify
-from mds_sink.kafka_io import BrokerUnavailable
+from mds_sink.kafka.clients import BrokerUnavailable
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from mds_sink.logs import ConsoleFormatter, JsonFormatter
 
 
 def record(msg: str, *args: object, level: int = logging.WARNING, **extra: object) -> logging.LogRecord:
-    made = logging.LogRecord("mds_sink.worker", level, __file__, 1, msg, args, None)
+    made = logging.LogRecord("mds_sink.sink.worker", level, __file__, 1, msg, args, None)
     made.__dict__.update(extra)
     return made
 
@@ -23,7 +23,7 @@ def test_json_line_carries_level_logger_message_and_record_coordinates() -> None
     )
     out = json.loads(line)
     assert out["level"] == "warning"
-    assert out["logger"] == "mds_sink.worker"
+    assert out["logger"] == "mds_sink.sink.worker"
     assert out["msg"] == "dead letter: validate/unknown_tenant"
     assert (out["topic"], out["partition"], out["offset"], out["reason"]) == ("mds.bars", 2, 41, "x")
     assert datetime.fromisoformat(out["ts"]).utcoffset() is not None
@@ -54,5 +54,5 @@ def test_json_line_includes_the_exception() -> None:
 
 def test_console_line_appends_the_coordinates() -> None:
     line = ConsoleFormatter().format(record("dead letter", topic="mds.bars", partition=0, offset=7))
-    assert "WARNING" in line and "mds_sink.worker: dead letter" in line
+    assert "WARNING" in line and "mds_sink.sink.worker: dead letter" in line
     assert line.endswith("[topic=mds.bars partition=0 offset=7]")

@@ -1,0 +1,149 @@
+"""The `mds-sink` command: run the sink, administer its database, produce records, run the demo."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mds_sink import __version__
+from mds_sink.avro.codec import LocalSchemas
+from mds_sink.cli.admin import admin_app
+from mds_sink.cli.common import fail, settings, use_config
+from mds_sink.cli.control import query_app
+from mds_sink.cli.dlq import dlq_app
+from mds_sink.client.produce import open_lines, publish, table_for
+from mds_sink.config.resources import resource_dir
+from mds_sink.config.settings import SettingsError
+from mds_sink.kafka.clients import BrokerUnavailable, StartupError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
+schemas_app = typer.Typer(no_args_is_help=True, help="The Avro schemas the sink reads.")
+offsets_app = typer.Typer(no_args_is_help=True, help="The consumer group's positions.")
+app.add_typer(admin_app, name="admin")
+app.add_typer(query_app, name="query")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(offsets_app, name="offsets")
+app.add_typer(dlq_app, name="dlq")
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.")]
+
+
+@app.callback()
+def main_options(config: ConfigOption = None) -> None:
+    """mds-sink: drains market-data topics from Kafka into PostgreSQL/TimescaleDB."""
+    use_config(config)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def run() -> None:
+    """Consume the configured topics into the database until SIGTERM/SIGINT."""
+    from mds_sink.sink.worker import Worker  # noqa: PLC0415  (keeps `admin` start-up light)
+
+    s = settings()
+    worker = Worker(s)
+    worker.install_signal_handlers()
+    try:
+        code = worker.run()
+    except StartupError as exc:
+        raise fail(str(exc)) from None
+    except Exception as exc:
+        # Nothing of the failed batch was committed: a restart re-delivers it. The traceback is in the log.
+        logging.getLogger("mds_sink").exception("the sink stopped")
+        raise fail(f"stopped: {exc}", 3) from None
+    raise typer.Exit(code)
+
+
+# -- schemas, offsets, produce ----------------------------------------------------------------------
+@schemas_app.command("ids")
+def schemas_ids() -> None:
+    """Schema ids for registry-less mode: frame records with these (magic 0 + 4-byte id)."""
+    s = settings()
+    source = LocalSchemas.from_dir(s.schemas_dir or resource_dir("schemas"))
+    for schema_id, schema in sorted(source.by_id.items(), key=lambda kv: kv[1]["name"]):
+        found = re.search(r"Schema version (\d+\.\d+)", schema.get("doc", ""))
+        typer.echo(f"{schema_id:>10}  {schema['namespace']}.{schema['name']}  v{found[1] if found else '?'}")
+
+
+@offsets_app.command("reset")
+def offsets_reset(
+    to: Annotated[str, typer.Option("--to", help="earliest")] = "earliest",
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Reset the group to the beginning of its topics: Kafka offsets and the offsets ledger.
+
+    Run it with every sink of the group stopped. Re-consuming is safe: upserts are idempotent.
+    """
+    from mds_sink.control.offsets import reset_group  # noqa: PLC0415
+
+    if to != "earliest":
+        raise fail("--to: only 'earliest' is supported")
+    s = settings()
+    if not yes and not typer.confirm(f"reset group {s.kafka.group_id} to the earliest offsets?"):
+        raise typer.Exit(1)
+    try:
+        reset = reset_group(s)
+    except StartupError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"group {s.kafka.group_id}: {reset} partitions reset to earliest; offsets ledger cleared")
+
+
+@app.command()
+def produce(
+    kind: Annotated[str, typer.Argument(help="bar, quote, fundamentals, news, option_snapshot or job_request")],
+    file: Annotated[str, typer.Argument(help="NDJSON file (.gz too), or - for stdin")],
+    topic: Annotated[str | None, typer.Option(help="Override the topic from settings.")] = None,
+) -> None:
+    """Publish NDJSON as Avro records in the sink's wire format; bad lines are reported and skipped."""
+    s = settings()
+    try:
+        spec = table_for(kind)
+        lines = open_lines(file)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror}") from None
+    try:
+        with lines:
+            done = publish(s, spec, lines, topic=topic, schemas_dir=s.schemas_dir or resource_dir("schemas"))
+    except BrokerUnavailable as exc:
+        raise fail(str(exc), 1) from None
+    for error in done.bad_lines:
+        typer.echo(f"{file}: {error}", err=True)
+    skipped = f"; {len(done.bad_lines)} bad lines skipped" if done.bad_lines else ""
+    typer.echo(f"produced {done.sent} {spec.record} records to {done.topic}{skipped}")
+    if done.bad_lines:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo() -> None:
+    """Run the demo against the local stack: migrate, add tenants, sink the sample stream, show it."""
+    from mds_sink.cli.demo import run_demo  # noqa: PLC0415
+
+    s = settings()
+    try:
+        run_demo(s)
+    except StartupError as exc:
+        raise fail(str(exc)) from None
+
+
+def main() -> None:
+    try:
+        app()
+    except SettingsError as exc:
+        typer.echo(f"mds-sink: {exc}", err=True)
+        sys.exit(2)
+
+
+logging.captureWarnings(True)

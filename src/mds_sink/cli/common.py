@@ -1,0 +1,36 @@
+"""What every `mds-sink` sub-command shares: the settings of this invocation and one-line failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mds_sink.config.settings import Settings, SettingsError, load_settings
+from mds_sink.logs import configure
+
+_config: list[Path | None] = [None]  # the --config of this invocation, set by the top-level callback
+
+
+def use_config(path: Path | None) -> None:
+    _config[0] = path
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"mds-sink: {message}", err=True)
+    return typer.Exit(code)
+
+
+def settings() -> Settings:
+    try:
+        loaded = load_settings(_config[0])
+    except SettingsError as exc:
+        raise fail(str(exc)) from None
+    configure(loaded.log.format, loaded.log.level)
+    return loaded
+
+
+def owner_url(s: Settings) -> str:
+    if s.database.owner_url is None:
+        raise fail("invalid setting database.owner_url (MDS_SINK_DATABASE__OWNER_URL): required for admin commands")
+    return s.database.owner_url.get_secret_value()

@@ -1,0 +1,194 @@
+"""`mds-sink produce`: NDJSON (plain, .gz, or stdin) to Avro records in the sink's wire format.
+
+Each line is one JSON object with the fields of the type's schema. Timestamps are ISO 8601 strings
+(UTC if no offset is given) or integer microseconds; dates are `YYYY-MM-DD`. Records are keyed by
+tenant/vendor/symbol so that one symbol stays ordered within a partition.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import fastavro
+from confluent_kafka import Producer
+
+from mds_sink.avro.codec import AvroSchema, encode, load_schema_file, local_schema_id, strip_logical_types
+from mds_sink.config.settings import Settings
+from mds_sink.core.tables import TABLES, TableSpec
+from mds_sink.kafka.clients import BrokerUnavailable, producer_config
+
+# The natural ordering key of each record type: records with the same key land in one partition.
+KEY_FIELDS: dict[str, tuple[str, ...]] = {
+    "bars": ("tenant_id", "vendor", "symbol"),
+    "quotes": ("tenant_id", "vendor", "symbol"),
+    "fundamentals": ("tenant_id", "vendor", "symbol"),
+    "news": ("tenant_id", "vendor", "symbol"),
+    "option_snapshots": ("tenant_id", "vendor", "underlying"),
+    "jobs": ("tenant_id", "idempotency_key"),
+}
+
+
+class LineError(ValueError):
+    def __init__(self, line_no: int, message: str) -> None:
+        super().__init__(f"line {line_no}: {message}")
+
+
+def table_for(kind: str) -> TableSpec:
+    """Accepts a table name (bars) or a record name (bar, option_snapshot)."""
+    for spec in TABLES.values():
+        if kind in (spec.name, spec.record):
+            return spec
+    names = ", ".join(sorted({s.record for s in TABLES.values()}))
+    raise ValueError(f"unknown type {kind!r}: expected one of {names}")
+
+
+def open_lines(path: str) -> TextIO:
+    if path == "-":
+        return sys.stdin
+    p = Path(path)
+    if p.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8")
+    return p.open(encoding="utf-8")
+
+
+def _timestamp_us(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"field {name!r}: expected an ISO 8601 timestamp or integer microseconds")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"field {name!r}: {value!r} is not an ISO 8601 timestamp") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    raise ValueError(f"field {name!r}: expected an ISO 8601 timestamp or integer microseconds")
+
+
+def _days(value: Any, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return (date.fromisoformat(value) - date(1970, 1, 1)).days
+        except ValueError:
+            raise ValueError(f"field {name!r}: {value!r} is not a YYYY-MM-DD date") from None
+    raise ValueError(f"field {name!r}: expected a YYYY-MM-DD date")
+
+
+@dataclass
+class RecordEncoder:
+    """Turns JSON objects into framed Avro values for one record type."""
+
+    spec: TableSpec
+    schema: AvroSchema
+    schema_id: int
+    _parsed: Any = None
+    _converters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._parsed = fastavro.parse_schema(strip_logical_types(self.schema))
+        for f in self.schema["fields"]:
+            logical = f["type"].get("logicalType") if isinstance(f["type"], dict) else None
+            if logical == "timestamp-micros":
+                self._converters[f["name"]] = _timestamp_us
+            elif logical == "date":
+                self._converters[f["name"]] = _days
+        self._fields = {f["name"] for f in self.schema["fields"]}
+
+    def key(self, obj: dict[str, Any]) -> bytes:
+        return "|".join(str(obj.get(k, "")) for k in KEY_FIELDS[self.spec.name]).encode()
+
+    def encode(self, obj: Any) -> bytes:
+        if not isinstance(obj, dict):
+            raise ValueError("expected a JSON object")
+        unknown = sorted(set(obj) - self._fields)
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)} for {self.schema['name']}")
+        record = {
+            k: (self._converters[k](v, k) if k in self._converters and v is not None else v) for k, v in obj.items()
+        }
+        if self.spec.name == "jobs" and isinstance(record.get("payload"), dict):
+            record["payload"] = json.dumps(record["payload"])
+        try:
+            return encode(self._parsed, self.schema_id, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"does not match {self.schema['name']}: {exc}") from None
+
+
+def encoder_for(spec: TableSpec, schemas_dir: Path, schema_id: int | None = None) -> RecordEncoder:
+    schema = load_schema_file(schemas_dir / f"{spec.record}.avsc")
+    return RecordEncoder(spec, schema, local_schema_id(schema) if schema_id is None else schema_id)
+
+
+def encoded_lines(lines: TextIO, encoder: RecordEncoder) -> Iterator[tuple[bytes, bytes] | LineError]:
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            yield encoder.key(obj), encoder.encode(obj)
+        except ValueError as exc:
+            yield LineError(n, str(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    topic: str
+    sent: int
+    bad_lines: list[LineError]
+
+
+def publish(
+    settings: Settings, spec: TableSpec, lines: TextIO, *, topic: str | None = None, schemas_dir: Path
+) -> Published:
+    """Encode and produce every good line; waits for the broker to acknowledge all of them."""
+    target = topic or getattr(settings.topics, spec.name)
+    schema_id = None
+    if settings.kafka.schema_registry_url:
+        from mds_sink.avro.registry import register_value_schema  # noqa: PLC0415
+
+        schema_id = register_value_schema(
+            settings.kafka.schema_registry_url, target, schemas_dir / f"{spec.record}.avsc"
+        )
+    encoder = encoder_for(spec, schemas_dir, schema_id)
+    producer = Producer(producer_config(settings))
+    failed: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(str(err))
+
+    sent = 0
+    bad: list[LineError] = []
+    for item in encoded_lines(lines, encoder):
+        if isinstance(item, LineError):
+            bad.append(item)
+            continue
+        key, value = item
+        while True:
+            try:
+                producer.produce(target, value=value, key=key, on_delivery=delivered)
+                break
+            except BufferError:  # local queue full: serve delivery reports to make room
+                producer.poll(0.1)
+        producer.poll(0)
+        sent += 1
+    remaining = producer.flush(60)
+    if remaining or failed:
+        raise BrokerUnavailable(
+            f"{remaining + len(failed)} of {sent} records to {target} not acknowledged "
+            f"({failed[0] if failed else 'timeout'})"
+        )
+    return Published(target, sent, bad)

@@ -1,0 +1,268 @@
+"""Settings: environment variables prefixed `MDS_SINK_`, nested with `__`, and an optional TOML file.
+
+`MDS_SINK_BATCHING__MAX_ROWS=5000` sets `batching.max_rows`. A TOML file named by
+`MDS_SINK_CONFIG_FILE` (or passed with `--config`) supplies defaults; the environment wins over it.
+A wrong setting raises `SettingsError` with one line naming the setting and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from mds_sink.config.policy_settings import PolicySettings
+
+ENV_PREFIX = "MDS_SINK_"
+CONFIG_FILE_ENV = "MDS_SINK_CONFIG_FILE"
+
+# librdkafka options the sink sets itself; passing them through would break its guarantees.
+_RESERVED_CONSUMER_OPTIONS = frozenset(
+    {"enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers", "partition.assignment.strategy"}
+)
+
+
+_SECRET_FIELDS = frozenset({"url", "owner_url", "reader_url", "admin_token"})
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message is one line naming it."""
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Group):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = Field(default="mds-sink", min_length=1)
+    client_id: str = "mds-sink"
+    schema_registry_url: str | None = Field(
+        default=None,
+        description="Confluent-compatible registry base URL; unset means registry-less mode (schemas/).",
+    )
+    session_timeout_ms: int = Field(default=45_000, ge=6_000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    poll_timeout_ms: int = Field(default=100, ge=1, le=5_000)
+    assignment_strategy: Literal["roundrobin", "range", "cooperative-sticky"] = Field(
+        default="roundrobin",
+        description=(
+            "How the group shares partitions. roundrobin gives every replica an equal share of each topic; "
+            "cooperative-sticky moves fewer partitions on a change but balances only the count, so one "
+            "replica may get every partition of the busiest topic (docs/scaling.md)."
+        ),
+    )
+    consumer_options: dict[str, str | int | bool] = Field(
+        default_factory=dict, description="librdkafka consumer options passed through as they are."
+    )
+    producer_options: dict[str, str | int | bool] = Field(
+        default_factory=dict, description="librdkafka producer options passed through as they are."
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, v: str) -> str:
+        for server in v.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {v!r}")
+        return v
+
+    @field_validator("consumer_options")
+    @classmethod
+    def _consumer_options(cls, v: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
+        reserved = sorted(_RESERVED_CONSUMER_OPTIONS & v.keys())
+        if reserved:
+            # The sink assigns partitions differently under a cooperative strategy: it must know which one runs.
+            hint = "; use kafka.assignment_strategy" if "partition.assignment.strategy" in reserved else ""
+            raise ValueError(f"{', '.join(reserved)} is set by the sink itself and cannot be passed through{hint}")
+        return v
+
+
+class DatabaseSettings(_Group):
+    url: SecretStr = Field(
+        default=SecretStr("postgresql://mds_writer@127.0.0.1:5432/mds"),
+        description="Connection of the sink: the writer role (not superuser, no BYPASSRLS, owns nothing).",
+    )
+    owner_url: SecretStr | None = Field(
+        default=None, description="Connection of the owner role, for `admin` commands (migrations)."
+    )
+    reader_url: SecretStr | None = Field(
+        default=None, description="Connection of the read-only role, for `query` commands."
+    )
+    writer_role: str = "mds_writer"
+    reader_role: str = "mds_reader"
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=4, ge=1)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    pool_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a flush waits for a pooled connection before it fails (and is retried).",
+    )
+    statement_timeout_ms: int = Field(default=60_000, ge=0)
+
+    @field_validator("url", "owner_url", "reader_url")
+    @classmethod
+    def _postgres_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected a postgresql:// URL")
+        return v
+
+
+class BatchingSettings(_Group):
+    # 10,000: a flush's fixed costs (transaction, COPY, one upsert per tenant, latest_prices rows touched
+    # once per series) spread over twice the rows of 5,000 made the database write ~12% faster per row
+    # (benchmarks/README.md); the memory it costs is ~25 MB at peak.
+    max_rows: int = Field(default=10_000, ge=1, description="Flush a table's batch at this many rows.")
+    max_ms: int = Field(default=500, ge=1, description="Flush a batch this long after its first record.")
+    max_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Flush a batch at this many bytes of record values."
+    )
+    max_buffered_records: int = Field(
+        default=50_000, ge=1, description="Pause consumption while this many records wait for a flush."
+    )
+
+
+class HttpSettings(_Group):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=0, le=65_535, description="0 picks a free port.")
+    admin_token: SecretStr | None = None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (unset it to disable the admin API)")
+        return v
+
+
+class TopicsSettings(_Group):
+    """Topic of each table; an empty string leaves that table unconsumed."""
+
+    bars: str = "mds.bars"
+    quotes: str = "mds.quotes"
+    fundamentals: str = "mds.fundamentals"
+    news: str = "mds.news"
+    option_snapshots: str = "mds.options"
+    jobs: str = "mds.jobs"
+    dead_letter: str = Field(
+        default="{topic}.dlq",
+        description="Dead-letter topic: a name shared by all, or a pattern with {topic}.",
+    )
+
+    def table_by_topic(self) -> dict[str, str]:
+        routes: dict[str, str] = {}
+        for table in ("bars", "quotes", "fundamentals", "news", "option_snapshots", "jobs"):
+            topic: str = getattr(self, table)
+            if not topic:
+                continue
+            if topic in routes:
+                raise SettingsError(
+                    f"invalid setting topics.{table}: topic {topic!r} is already used by topics.{routes[topic]}"
+                )
+            routes[topic] = table
+        return routes
+
+
+class ValidationSettings(_Group):
+    max_future_skew_s: int = Field(default=300, ge=0, description="How far into the future a timestamp may be.")
+    symbol_max_length: int = Field(default=32, ge=1, le=256)
+    tenant_refresh_s: float = Field(default=5.0, gt=0, description="How often the tenant set is reloaded.")
+
+
+class RetrySettings(_Group):
+    initial_backoff_s: float = Field(default=0.2, gt=0)
+    max_backoff_s: float = Field(default=30.0, gt=0)
+    unknown_error_attempts: int = Field(
+        default=5, ge=1, description="Attempts for an error neither poison nor transient before the worker stops."
+    )
+    breaker_threshold: int = Field(
+        default=3, ge=1, description="Consecutive transient failures that open the circuit breaker."
+    )
+
+
+class LogSettings(_Group):
+    format: Literal["json", "console"] = "console"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    batching: BatchingSettings = BatchingSettings()
+    http: HttpSettings = HttpSettings()
+    topics: TopicsSettings = TopicsSettings()
+    validation: ValidationSettings = ValidationSettings()
+    retry: RetrySettings = RetrySettings()
+    log: LogSettings = LogSettings()
+    policies: PolicySettings = PolicySettings()
+    shutdown_deadline_s: float = Field(default=30.0, gt=0, description="SIGTERM drain deadline.")
+    schemas_dir: Path | None = Field(default=None, description="Directory of the .avsc files; default: bundled.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def _describe(error: Any) -> str:
+    path = ".".join(str(p) for p in error["loc"])
+    env = ENV_PREFIX + "__".join(str(p) for p in error["loc"]).upper()
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        message = "unknown setting"
+    value = error.get("input")
+    # Never echo a secret back: URLs carry passwords.
+    secret = str(error["loc"][-1]) in _SECRET_FIELDS
+    hidden = secret or error["type"] == "extra_forbidden" or isinstance(value, dict)
+    shown = "" if hidden else f" (got {value!r})"
+    return f"invalid setting {path} ({env}): {message}{shown}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate settings; every failure becomes one `SettingsError` line."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SettingsError(f"invalid setting {CONFIG_FILE_ENV}: no such file {str(config_file)!r}")
+        os.environ[CONFIG_FILE_ENV] = str(config_file)
+    else:
+        named = os.environ.get(CONFIG_FILE_ENV)
+        if named and not Path(named).is_file():
+            raise SettingsError(f"invalid setting {CONFIG_FILE_ENV}: no such file {named!r}")
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise SettingsError(_describe(first) + more) from None
+    except ValueError as exc:  # a malformed file or a JSON env value that does not parse
+        raise SettingsError(f"invalid settings: {str(exc).splitlines()[0]}") from None
+    settings.topics.table_by_topic()
+    return settings

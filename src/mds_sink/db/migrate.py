@@ -1,0 +1,100 @@
+"""Alembic, driven from `mds-sink admin`: one advisory lock serialises concurrent runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection
+
+from mds_sink.config.resources import resource_dir
+from mds_sink.config.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock key: "mds-sink migrations" as a fixed 63-bit number, so concurrent runs queue.
+MIGRATION_LOCK_KEY = 0x6D64_732D_6D69_6772
+
+
+def _sqlalchemy_url(settings: Settings) -> str:
+    if settings.database.owner_url is None:
+        raise SettingsError(
+            "invalid setting database.owner_url (MDS_SINK_DATABASE__OWNER_URL): "
+            "required for admin commands (the role that owns the schema)"
+        )
+    url = settings.database.owner_url.get_secret_value()
+    return "postgresql+psycopg://" + url.split("://", 1)[1]
+
+
+def alembic_config(settings: Settings) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(resource_dir("migrations")))
+    config.attributes["writer_role"] = settings.database.writer_role
+    config.attributes["reader_role"] = settings.database.reader_role
+    return config
+
+
+def head_revision(settings: Settings) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
+
+
+@contextmanager
+def _locked_connection(settings: Settings) -> Iterator[Connection]:
+    engine = create_engine(_sqlalchemy_url(settings), poolclass=None)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            conn.commit()
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+def _run(settings: Settings, action: Callable[[Config], None]) -> None:
+    with _locked_connection(settings) as conn:
+        config = alembic_config(settings)
+        config.attributes["connection"] = conn
+        action(config)
+        conn.commit()
+
+
+def upgrade(settings: Settings, revision: str = "head") -> None:
+    _run(settings, lambda c: command.upgrade(c, revision))
+
+
+def downgrade(settings: Settings, revision: str) -> None:
+    _run(settings, lambda c: command.downgrade(c, revision))
+
+
+def stamp(settings: Settings, revision: str) -> None:
+    _run(settings, lambda c: command.stamp(c, revision))
+
+
+def current_revision(settings: Settings) -> str | None:
+    engine = create_engine(_sqlalchemy_url(settings))
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def history(settings: Settings) -> list[tuple[str, str | None, str]]:
+    """(revision, down revision, message) from oldest to newest."""
+    script = ScriptDirectory.from_config(alembic_config(settings))
+    revisions = list(script.walk_revisions())
+    return [
+        (str(r.revision), r.down_revision if isinstance(r.down_revision, str) else None, r.doc or "")
+        for r in reversed(revisions)
+    ]

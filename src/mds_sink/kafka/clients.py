@@ -1,0 +1,162 @@
+"""Kafka at the edge: client configurations, topic checks, and the dead-letter producer."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # exported, not in stubs
+
+from mds_sink.config.settings import Settings
+from mds_sink.core.deadletter import DeadLetterRecord
+
+# Dead letters are kept long enough for an operator to notice, fix and replay over a holiday.
+DLQ_RETENTION_MS = 14 * 24 * 3600 * 1000
+
+
+class BrokerUnavailable(Exception):
+    """The broker could not be reached or did not acknowledge in time: retry, never dead-letter."""
+
+
+class StartupError(Exception):
+    """The sink cannot start; the message is one line naming what and where."""
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    k = settings.kafka
+    return {
+        "bootstrap.servers": k.bootstrap_servers,
+        "group.id": k.group_id,
+        "client.id": k.client_id,
+        # Offsets are committed by the sink after the rows are in the database, never by the client.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": k.assignment_strategy,
+        "session.timeout.ms": k.session_timeout_ms,
+        "max.poll.interval.ms": k.max_poll_interval_ms,
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": 100,
+        # Prefetch bounded to ~4 MB (0.1-0.3 s of records at full speed): the sink waits on the database,
+        # not the broker, and 32 MB of prefetch made most of a 300 MB peak RSS while draining a backlog.
+        # A partition whose prefetch is full is fetched again after this backoff: librdkafka's default
+        # (1 s) starved a small queue (70k instead of 130k records/s consumed, benchmarks/README.md).
+        "queued.max.messages.kbytes": 4_096,
+        "fetch.queue.backoff.ms": 10,
+        "log_level": 4,
+        **k.consumer_options,
+    }
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    k = settings.kafka
+    return {
+        "bootstrap.servers": k.bootstrap_servers,
+        "client.id": f"{k.client_id}-producer",
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "log_level": 4,
+        **k.producer_options,
+    }
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    return {"bootstrap.servers": settings.kafka.bootstrap_servers, "log_level": 3}
+
+
+def partition_counts(admin: AdminClient, topics: Iterable[str], *, timeout_s: float = 10.0) -> dict[str, int]:
+    """Partitions per existing topic; missing topics are absent. Raises BrokerUnavailable."""
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerUnavailable(str(exc)) from None
+    wanted = set(topics)
+    return {name: len(t.partitions) for name, t in metadata.topics.items() if name in wanted and t.error is None}
+
+
+def ensure_topics(
+    admin: AdminClient, topics: dict[str, int], config: dict[str, str], *, timeout_s: float = 15.0
+) -> list[str]:
+    """Create the topics that do not exist (name -> partitions); returns the names created."""
+    existing = partition_counts(admin, topics, timeout_s=timeout_s)
+    missing = [
+        NewTopic(name, num_partitions=n, replication_factor=-1, config=config)
+        for name, n in topics.items()
+        if name not in existing
+    ]
+    if not missing:
+        return []
+    created: list[str] = []
+    for name, future in admin.create_topics(missing, request_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise BrokerUnavailable(f"cannot create topic {name}: {exc}") from None
+    return created
+
+
+def dlq_topic_config() -> dict[str, str]:
+    return {"retention.ms": str(DLQ_RETENTION_MS), "cleanup.policy": "delete"}
+
+
+class DeadLetterProducer:
+    """Produces dead letters and returns only once the broker acknowledged every one of them."""
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+        self._lock = threading.Lock()
+
+    def send(self, records: Sequence[DeadLetterRecord], *, timeout_s: float) -> None:
+        if not records:
+            return
+        failures: list[str] = []
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        with self._lock:
+            for r in records:
+                self._produce(r, delivered)
+            remaining = self._producer.flush(timeout_s)
+        if remaining or failures:
+            detail = failures[0] if failures else f"{remaining} not acknowledged within {timeout_s:.0f}s"
+            raise BrokerUnavailable(f"dead letters not acknowledged: {detail}")
+
+    def _produce(self, r: DeadLetterRecord, delivered: Any) -> None:
+        while True:
+            try:
+                self._producer.produce(r.topic, value=r.value, key=r.key, headers=r.headers, on_delivery=delivered)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self._producer.poll(0.1)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._producer.flush(timeout_s)
+
+
+def watermarks(
+    settings: Settings, topics: Iterable[str], *, timeout_s: float = 10.0
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(low, high) watermark of every partition of the topics that exist, read by a throwaway consumer."""
+    probe = Consumer({**consumer_config(settings), "group.id": f"{settings.kafka.group_id}.watermarks"})
+    try:
+        metadata = probe.list_topics(timeout=timeout_s)
+        out: dict[tuple[str, int], tuple[int, int]] = {}
+        for topic in topics:
+            t = metadata.topics.get(topic)
+            if t is None or t.error is not None:
+                continue
+            for p in t.partitions:
+                low, high = probe.get_watermark_offsets(KafkaTopicPartition(topic, p), timeout=timeout_s)
+                out[(topic, p)] = (low, high)
+        return out
+    finally:
+        probe.close()

@@ -1,0 +1,210 @@
+"""The flow of a record, in order: decode -> validate -> batch; and of a batch: settle, then commit.
+
+poll -> decode -> validate -> batch          (Ingest.add, on the consumer thread)
+settle(batch):                               (on the flush thread)
+    1. produce the batch's dead letters and wait for the broker's acknowledgement
+    2. one transaction: COPY to staging, upsert per tenant, offsets ledger
+       (the transaction and its COPY may have begun while the batch before was written)
+       (a poison row: roll back, isolate the bad rows by halving, dead-letter them, go to 1)
+    3. hand the next offsets back; the consumer thread commits them to Kafka, only now
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+
+from mds_sink.avro.codec import Decoder
+from mds_sink.core.batcher import Batcher, DeadLetter, Source, TableBatch, TopicPartition
+from mds_sink.core.rejection import RecordRejected, field_error
+from mds_sink.core.tables import TableSpec
+from mds_sink.core.validate import VALIDATORS, Record, Row, Rules
+from mds_sink.db.writer import Staged, WriteResult
+from mds_sink.errors import ErrorClass, classify, write_rejection
+
+log = logging.getLogger(__name__)
+
+
+class Message(Protocol):
+    """What the pipeline reads of a consumed record (confluent_kafka.Message has all of it)."""
+
+    def error(self) -> Any: ...
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Lane:
+    """Everything a topic's records go through, looked up once per topic instead of once per record."""
+
+    spec: TableSpec
+    decode: Callable[[bytes | None], Record]
+    validate: Callable[[Record, Rules], Row]
+
+
+@dataclass
+class Ingest:
+    """Decode, validate and batch records of the routed topics."""
+
+    routes: Mapping[str, TableSpec]  # topic -> table
+    decoders: Mapping[str, Decoder]  # table -> decoder
+    rules: Rules
+    batcher: Batcher
+    on_reject: Callable[[DeadLetter], None] = lambda _dl: None
+    validators: Mapping[str, Callable[[Record, Rules], Row]] = field(default_factory=lambda: VALIDATORS)
+    _lanes: dict[str, _Lane] = field(default_factory=dict)
+
+    def _lane(self, topic: str) -> _Lane:
+        spec = self.routes[topic]
+        lane = self._lanes[topic] = _Lane(spec, self.decoders[spec.name].decode, self.validators[spec.name])
+        return lane
+
+    def add_all(self, msgs: Sequence[Message], now_ms: float) -> tuple[dict[str, int], list[Message]]:
+        """A poll's records into their batches; returns records per topic, and the error events."""
+        counts: dict[str, int] = {}
+        errors: list[Message] = []
+        batches: dict[str, TableBatch] = {}  # no batch is taken while this runs
+        rules = self.rules
+        for msg in msgs:
+            if msg.error() is not None:
+                errors.append(msg)
+                continue
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None  # set on every record
+            lane = self._lanes.get(topic) or self._lane(topic)
+            batch = batches.get(topic)
+            if batch is None:
+                batch = batches[topic] = self.batcher.batch(lane.spec, now_ms)
+            value = msg.value()
+            size = len(value) if value is not None else 0
+            source = Source(topic, partition, offset, msg)
+            counts[topic] = counts.get(topic, 0) + 1
+            try:
+                row = lane.validate(lane.decode(value), rules)
+            except RecordRejected as exc:
+                self._reject(batch, DeadLetter(source, exc.rejection), size)
+                continue
+            except (KeyError, TypeError, ValueError) as exc:  # a writer schema without a field the rules need
+                self._reject(batch, DeadLetter(source, field_error(exc)), size)
+                continue
+            batch.add(row, source, size)
+        return counts, errors
+
+    def add(self, msg: Message, now_ms: float) -> None:
+        """One record (tests, tools); the consumer loop hands whole polls to add_all."""
+        self.add_all([msg], now_ms)
+
+    def _reject(self, batch: TableBatch, dead: DeadLetter, size: int) -> None:
+        batch.reject(dead.source, dead.rejection, size)
+        self.on_reject(dead)
+
+
+class RowWriter(Protocol):
+    def write(
+        self,
+        spec: TableSpec,
+        rows: Sequence[Row],
+        next_offsets: Mapping[TopicPartition, int],
+        *,
+        fence: Mapping[TopicPartition, int] | None = None,
+        commit: bool = True,
+        staged: Staged | None = None,
+    ) -> WriteResult: ...
+
+
+class DeadLetterSink(Protocol):
+    def __call__(self, dead: Sequence[DeadLetter]) -> None:
+        """Produce and wait for the broker's acknowledgement; raise if not acknowledged."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    table: str
+    rows: int
+    dead_letters: list[DeadLetter]
+    next_offsets: dict[TopicPartition, int]
+    newest_event_us: dict[str, int] = field(default_factory=dict)  # topic -> newest event time written
+
+
+class PoisonNotIsolated(Exception):
+    """The database refused the batch but no single row could be blamed: a bug, never dead-lettered."""
+
+
+def isolate_poison(spec: TableSpec, entries: Sequence[tuple[Row, Source]], writer: RowWriter) -> list[DeadLetter]:
+    """Halve the rows until each refused one stands alone; probes are rolled back, never committed."""
+    try:
+        writer.write(spec, [row for row, _ in entries], {}, commit=False)
+        return []
+    except psycopg.Error as exc:
+        if classify(exc) is not ErrorClass.POISON:
+            raise
+        if len(entries) == 1:
+            return [DeadLetter(entries[0][1], write_rejection(exc))]
+    mid = len(entries) // 2
+    return isolate_poison(spec, entries[:mid], writer) + isolate_poison(spec, entries[mid:], writer)
+
+
+def acknowledge_dead_letters(batch: TableBatch, send_dead_letters: DeadLetterSink) -> None:
+    """Produce the batch's dead letters not yet acknowledged, and remember that they are.
+
+    A flush is retried whole after a transient failure; what the broker already acknowledged is
+    never sent again, so a bad record has exactly one dead letter whatever happens around it.
+    """
+    pending = batch.dead_letters[batch.acknowledged :]
+    if pending:
+        send_dead_letters(pending)
+    batch.acknowledged = len(batch.dead_letters)
+
+
+def settle(
+    batch: TableBatch,
+    writer: RowWriter,
+    send_dead_letters: DeadLetterSink,
+    *,
+    ahead: Staged | None = None,
+) -> Settled:
+    """Steps 1 and 2 of the flow. Transient errors propagate to the caller, which retries all of it.
+
+    The batch keeps what was done across those retries: dead letters acknowledged, and rows found
+    poison (moved from its rows to its dead letters).
+    `ahead`: this batch's transaction begun while the one before it was written (its COPY done, nothing
+    committed, no lock held but on the session's own staging table); the first write finishes it.
+    """
+    spec = batch.spec
+    staged = ahead
+    try:
+        for _attempt in range(3):
+            # Step 1: the decode/validate dead letters are acknowledged before any offset can move.
+            acknowledge_dead_letters(batch, send_dead_letters)
+            try:
+                # Step 2: rows and ledger in one transaction, under the epochs this member claimed.
+                taken, staged = staged, None
+                result = writer.write(
+                    spec, [row for row, _ in batch.rows.values()], batch.next_offsets, fence=batch.fence, staged=taken
+                )
+                return Settled(spec.name, result.rows, list(batch.dead_letters), dict(batch.next_offsets))
+            except psycopg.Error as exc:
+                if classify(exc) is not ErrorClass.POISON:
+                    raise
+                log.warning(
+                    "flush of %s refused by the database (%s): isolating the bad rows",
+                    spec.name,
+                    str(exc).splitlines()[0],
+                )
+            bad = isolate_poison(spec, list(batch.rows.values()), writer)
+            if not bad:
+                break
+            blamed = {id(d.source) for d in bad}
+            batch.rows = {key: entry for key, entry in batch.rows.items() if id(entry[1]) not in blamed}
+            batch.dead_letters.extend(bad)
+    finally:
+        if staged is not None:  # never reached the write (the dead letters failed): roll it back
+            staged.discard()
+    raise PoisonNotIsolated(f"the database refused a batch of {spec.name} but no single row on its own")

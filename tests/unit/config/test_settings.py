@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mds_sink.config.settings import SettingsError, load_settings
+
+
+def test_environment_sets_nested_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MDS_SINK_BATCHING__MAX_ROWS", "1234")
+    monkeypatch.setenv("MDS_SINK_KAFKA__CONSUMER_OPTIONS", '{"fetch.max.bytes": 1048576}')
+    monkeypatch.setenv("MDS_SINK_TOPICS__BARS", "md.bars.v1")
+    s = load_settings()
+    assert s.batching.max_rows == 1234
+    assert s.kafka.consumer_options == {"fetch.max.bytes": 1048576}
+    assert s.topics.table_by_topic()["md.bars.v1"] == "bars"
+
+
+def test_wrong_setting_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MDS_SINK_BATCHING__MAX_ROWS", "zero")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("invalid setting batching.max_rows (MDS_SINK_BATCHING__MAX_ROWS):")
+    assert "'zero'" in message
+
+
+def test_unknown_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MDS_SINK_BATCHING__MAX_ROWZ", "5")
+    with pytest.raises(SettingsError, match=r"batching.max_rowz .*unknown setting"):
+        load_settings()
+
+
+def test_password_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MDS_SINK_DATABASE__URL", "mysql://user:hunter2@db/x")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "database.url" in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_short_admin_token_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MDS_SINK_HTTP__ADMIN_TOKEN", "short")
+    with pytest.raises(SettingsError, match=r"http\.admin_token .*at least 32 characters"):
+        load_settings()
+
+
+def test_reserved_librdkafka_options_cannot_be_passed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MDS_SINK_KAFKA__CONSUMER_OPTIONS", '{"enable.auto.commit": true}')
+    with pytest.raises(SettingsError, match=r"enable\.auto\.commit is set by the sink itself"):
+        load_settings()
+
+
+def test_the_assignment_strategy_is_a_setting_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().kafka.assignment_strategy == "roundrobin"
+    monkeypatch.setenv("MDS_SINK_KAFKA__CONSUMER_OPTIONS", '{"partition.assignment.strategy": "range"}')
+    with pytest.raises(SettingsError, match=r"partition\.assignment\.strategy .*use kafka\.assignment_strategy"):
+        load_settings()
+    monkeypatch.delenv("MDS_SINK_KAFKA__CONSUMER_OPTIONS")
+    monkeypatch.setenv("MDS_SINK_KAFKA__ASSIGNMENT_STRATEGY", "sticky")
+    with pytest.raises(SettingsError, match=r"kafka\.assignment_strategy"):
+        load_settings()
+
+
+def test_config_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "sink.toml"
+    config.write_text('[batching]\nmax_rows = 77\nmax_ms = 900\n[kafka]\ngroup_id = "from-file"\n')
+    monkeypatch.setenv("MDS_SINK_BATCHING__MAX_MS", "100")
+    s = load_settings(config)
+    assert (s.batching.max_rows, s.batching.max_ms, s.kafka.group_id) == (77, 100, "from-file")
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="no such file"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_one_topic_for_two_tables_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MDS_SINK_TOPICS__QUOTES", "mds.bars")
+    with pytest.raises(SettingsError, match=r"topics\.quotes: topic 'mds\.bars' is already used by topics\.bars"):
+        load_settings()
+
+
+def test_bad_bootstrap_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MDS_SINK_KAFKA__BOOTSTRAP_SERVERS", "localhost")
+    with pytest.raises(SettingsError, match=r"kafka\.bootstrap_servers .*host:port"):
+        load_settings()
