@@ -1,99 +1,59 @@
-"""The one place that decides: is an error poison (dead-letter the record) or transient (retry)?
+"""Every error mds-sink raises on purpose, in one hierarchy (standard library only).
 
-Keyed on SQLSTATE classes, as psycopg's own error map is:
-- poison: 22 (data exception), 23 (integrity constraint), 42501 raised by row security (a row of
-  another tenant): the record itself is wrong, retrying cannot help;
-- transient: 08 (connection), 40 (deadlock, serialization), 53 (resources), 57 (operator
-  intervention: admin shutdown, cannot connect now, statement timeout), 55P03 (lock timeout),
-  and connection-level failures without a SQLSTATE, pool timeouts, broker unavailability;
-- fenced: the batch's partitions were claimed by another member (OwnershipLost): never retried;
-- anything else is unknown: retried a bounded number of times, then the worker stops with the
-  error, so that a bug or a broken grant never dead-letters a whole topic.
+Each message is one line naming what was wrong and where (which setting, topic/partition/offset,
+field): the command line prints it as it is, never a traceback. Which database errors are poison
+and which are transient is decided in `db/classify.py`.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 
-import psycopg
-from psycopg_pool import PoolTimeout
-
-from mds_sink.core.rejection import Rejection
-from mds_sink.kafka.clients import BrokerUnavailable
-
 
 class ErrorClass(Enum):
+    """What a failed write means for its records (decided by db/classify.py)."""
+
     POISON = "poison"
     TRANSIENT = "transient"
     FENCED = "fenced"
     UNKNOWN = "unknown"
 
 
-class OwnershipLost(Exception):
+class MdsSinkError(Exception):
+    """The base of every error below."""
+
+
+class SettingsError(MdsSinkError):
+    """A setting is missing or wrong; the message names it."""
+
+
+class StartupError(MdsSinkError):
+    """The sink or a command cannot start: a service unreachable, a topic missing, a schema behind."""
+
+
+class BrokerUnavailable(MdsSinkError):
+    """The broker did not answer or did not acknowledge in time (transient)."""
+
+
+class SinkFailed(MdsSinkError, RuntimeError):
+    """A flush failed for good: the sink stops, committing nothing after it (a restart re-delivers it)."""
+
+
+class OwnershipLost(MdsSinkError):
     """The offsets ledger names another member's epoch for a partition of the batch: it was assigned
     elsewhere since this member claimed it, so the batch's transaction rolls back instead of writing."""
 
 
-_POISON_CLASSES = frozenset({"22", "23"})
-_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-_TRANSIENT_STATES = frozenset({"55P03", "55006"})
-
-_SQLSTATE_REASONS = {
-    "22003": "db_numeric_out_of_range",
-    "22001": "db_string_too_long",
-    "22P02": "db_invalid_text",
-    "22P05": "db_untranslatable_character",
-    "22021": "db_character_not_in_repertoire",
-    "22007": "db_invalid_datetime",
-    "22008": "db_datetime_out_of_range",
-    "23502": "db_not_null_violation",
-    "23503": "db_foreign_key_violation",
-    "23505": "db_unique_violation",
-    "23514": "db_check_violation",
-    "42501": "db_row_security",
-}
+class QueryError(MdsSinkError):
+    """Something the operator asked for cannot be answered (unknown tenant, bad range)."""
 
 
-def _is_row_security(exc: psycopg.Error) -> bool:
-    # 42501 is also a missing GRANT ("permission denied for table"): that is a deployment error, not
-    # a bad record, so only the row-security wording counts as poison.
-    return exc.sqlstate == "42501" and "row-level security" in str(exc)
+class SchemaNotFound(MdsSinkError, LookupError):
+    """The writer schema id is unknown to the schema source: the record is poison."""
 
 
-def classify(exc: BaseException) -> ErrorClass:
-    if isinstance(exc, OwnershipLost):
-        return ErrorClass.FENCED
-    if isinstance(exc, PoolTimeout):
-        return ErrorClass.TRANSIENT
-    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
-        # Also raised by psycopg itself before the server sees the value (a NUL in text).
-        return ErrorClass.POISON
-    if isinstance(exc, psycopg.Error):
-        state = exc.sqlstate
-        if state is None:
-            # No SQLSTATE: the connection broke or could not be made.
-            return (
-                ErrorClass.TRANSIENT
-                if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-                else ErrorClass.UNKNOWN
-            )
-        if state[:2] in _POISON_CLASSES or _is_row_security(exc):
-            return ErrorClass.POISON
-        if state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES:
-            return ErrorClass.TRANSIENT
-        return ErrorClass.UNKNOWN
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return ErrorClass.TRANSIENT
-    if isinstance(exc, BrokerUnavailable):
-        return ErrorClass.TRANSIENT
-    return ErrorClass.UNKNOWN
+class LineError(MdsSinkError, ValueError):
+    """A line of NDJSON input that cannot become a record."""
 
-
-def write_rejection(exc: psycopg.Error) -> Rejection:
-    """The dead-letter reason for a row the database refused."""
-    state = exc.sqlstate or ("22000" if isinstance(exc, psycopg.DataError) else "?")
-    code = _SQLSTATE_REASONS.get(state, f"db_{'data' if state.startswith('22') else 'constraint'}_error")
-    primary = exc.diag.message_primary or str(exc).splitlines()[0]
-    detail = f" ({exc.diag.constraint_name})" if exc.diag.constraint_name else ""
-    column = exc.diag.column_name
-    return Rejection("write", code, f"SQLSTATE {state}: {primary}{detail}", column)
+    def __init__(self, line_no: int, message: str) -> None:
+        super().__init__(f"line {line_no}: {message}")

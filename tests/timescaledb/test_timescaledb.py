@@ -17,9 +17,10 @@ from mds_sink.config.settings import Settings
 from mds_sink.control import policy_db, query
 from mds_sink.control.isolation import Isolation
 from mds_sink.db import migrate
+from mds_sink.db.classify import classify
 from mds_sink.db.preflight import check_database
 from mds_sink.db.sql import SET_TENANT
-from mds_sink.errors import ErrorClass, classify
+from mds_sink.errors import ErrorClass
 from tests.control import (
     AGGREGATE_QUERY,
     EXPECTED_AGGREGATES,

@@ -20,15 +20,12 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from mds_sink.avro.fast import FlatReader, compile_reader
 from mds_sink.core.rejection import decode_error
+from mds_sink.errors import SchemaNotFound
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")
 
 AvroSchema = dict[str, Any]
-
-
-class SchemaNotFound(LookupError):
-    """The writer schema id is unknown to the schema source: the record is poison."""
 
 
 class SchemaSource(Protocol):

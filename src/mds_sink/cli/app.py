@@ -18,8 +18,7 @@ from mds_sink.cli.control import query_app
 from mds_sink.cli.dlq import dlq_app
 from mds_sink.client.produce import open_lines, publish, table_for
 from mds_sink.config.resources import resource_dir
-from mds_sink.config.settings import SettingsError
-from mds_sink.kafka.clients import BrokerUnavailable, StartupError
+from mds_sink.errors import BrokerUnavailable, SettingsError, StartupError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 schemas_app = typer.Typer(no_args_is_help=True, help="The Avro schemas the sink reads.")

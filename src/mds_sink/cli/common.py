@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from mds_sink.config.settings import Settings, SettingsError, load_settings
+from mds_sink.config.settings import Settings, load_settings
+from mds_sink.errors import SettingsError
 from mds_sink.logs import configure
 
 _config: list[Path | None] = [None]  # the --config of this invocation, set by the top-level callback

@@ -19,6 +19,7 @@ from mds_sink.cli.common import fail, settings
 from mds_sink.config.settings import Settings
 from mds_sink.control import aggregates, policies, policy_db, query, retention
 from mds_sink.control.policies import Change, DatabaseState, Plan
+from mds_sink.errors import QueryError
 
 policies_app = typer.Typer(no_args_is_help=True, help="TimescaleDB hypertables, compression and isolation modes.")
 aggregates_app = typer.Typer(no_args_is_help=True, help="Continuous aggregates (5m, 1h, 1d bars from 1m bars).")
@@ -239,7 +240,7 @@ def query_latest_prices(
     s = settings()
     try:
         result = query.latest_prices(_url(s, "reader"), tenant, query.normalise_symbols(symbols), vendor)
-    except query.QueryError as exc:
+    except QueryError as exc:
         raise fail(str(exc), 1) from None
     _show(result, as_json)
 
@@ -268,6 +269,6 @@ def query_bars(
             vendor=vendor,
             limit=limit,
         )
-    except query.QueryError as exc:
+    except QueryError as exc:
         raise fail(str(exc), 1) from None
     _show(result, as_json)

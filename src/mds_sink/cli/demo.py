@@ -17,7 +17,8 @@ from mds_sink.config.resources import resource_dir
 from mds_sink.config.settings import Settings
 from mds_sink.core.tables import TABLES
 from mds_sink.db import migrate
-from mds_sink.kafka.clients import StartupError, admin_config, ensure_topics, watermarks
+from mds_sink.errors import StartupError
+from mds_sink.kafka.clients import admin_config, ensure_topics, watermarks
 from mds_sink.sink.worker import Worker
 
 DEMO_PARTITIONS = 3

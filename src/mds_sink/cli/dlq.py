@@ -10,7 +10,7 @@ import typer
 
 from mds_sink.cli.common import fail, settings
 from mds_sink.dlq.view import Filters
-from mds_sink.kafka.clients import BrokerUnavailable
+from mds_sink.errors import BrokerUnavailable
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay the dead-letter topics.")
 

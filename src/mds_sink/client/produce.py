@@ -23,7 +23,8 @@ from confluent_kafka import Producer
 from mds_sink.avro.codec import AvroSchema, encode, load_schema_file, local_schema_id, strip_logical_types
 from mds_sink.config.settings import Settings
 from mds_sink.core.tables import TABLES, TableSpec
-from mds_sink.kafka.clients import BrokerUnavailable, producer_config
+from mds_sink.errors import BrokerUnavailable, LineError
+from mds_sink.kafka.clients import producer_config
 
 # The natural ordering key of each record type: records with the same key land in one partition.
 KEY_FIELDS: dict[str, tuple[str, ...]] = {
@@ -34,11 +35,6 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "option_snapshots": ("tenant_id", "vendor", "underlying"),
     "jobs": ("tenant_id", "idempotency_key"),
 }
-
-
-class LineError(ValueError):
-    def __init__(self, line_no: int, message: str) -> None:
-        super().__init__(f"line {line_no}: {message}")
 
 
 def table_for(kind: str) -> TableSpec:

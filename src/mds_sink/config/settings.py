@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from mds_sink.config.policy_settings import PolicySettings
+from mds_sink.errors import SettingsError
 
 ENV_PREFIX = "MDS_SINK_"
 CONFIG_FILE_ENV = "MDS_SINK_CONFIG_FILE"
@@ -31,10 +32,6 @@ _RESERVED_CONSUMER_OPTIONS = frozenset(
 
 
 _SECRET_FIELDS = frozenset({"url", "owner_url", "reader_url", "admin_token"})
-
-
-class SettingsError(Exception):
-    """A setting is missing or wrong; the message is one line naming it."""
 
 
 class _Group(BaseModel):

@@ -16,7 +16,8 @@ from confluent_kafka.admin import AdminClient
 
 from mds_sink.config.settings import Settings
 from mds_sink.db.preflight import describe_dsn
-from mds_sink.kafka.clients import StartupError, admin_config, watermarks
+from mds_sink.errors import StartupError
+from mds_sink.kafka.clients import admin_config, watermarks
 
 UNCHANGED = "nothing was changed"
 TIMEOUT_S = 30.0

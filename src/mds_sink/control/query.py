@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from mds_sink.db.sql import SET_TENANT
+from mds_sink.errors import QueryError
 
 LATEST_PRICES_SQL = (
     "SELECT vendor, symbol, price, bid, ask, ts, source, updated_at FROM tenant_view.latest_prices "
@@ -30,10 +31,6 @@ BARS_SQL = (
     "AND ts >= %(start)s AND ts < %(end)s AND (%(vendor)s::text IS NULL OR vendor = %(vendor)s) "
     "ORDER BY ts, vendor LIMIT %(limit)s"
 )
-
-
-class QueryError(Exception):
-    """Something the operator asked for cannot be answered (unknown tenant, bad range)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mds_sink.errors import MdsSinkError
+
 Stage = Literal["decode", "validate", "write"]
 
 
@@ -20,7 +22,7 @@ class Rejection:
         return f"{self.stage}/{self.code}{where}: {self.message}"
 
 
-class RecordRejected(Exception):
+class RecordRejected(MdsSinkError):
     """Raised by the pure steps for one record; never for a batch."""
 
     def __init__(self, rejection: Rejection) -> None:

@@ -14,7 +14,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
 
 from mds_sink.config.resources import resource_dir
-from mds_sink.config.settings import Settings, SettingsError
+from mds_sink.config.settings import Settings
+from mds_sink.errors import SettingsError
 
 log = logging.getLogger(__name__)
 

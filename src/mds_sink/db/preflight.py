@@ -12,11 +12,11 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
-from mds_sink.avro.codec import AvroSchema, LocalSchemas, SchemaNotFound, SchemaSource
+from mds_sink.avro.codec import AvroSchema, LocalSchemas, SchemaSource
 from mds_sink.config.settings import Settings
 from mds_sink.core.tables import TENANT_TABLES
 from mds_sink.db import migrate
-from mds_sink.kafka.clients import StartupError
+from mds_sink.errors import SchemaNotFound, StartupError
 
 
 def describe_dsn(url: str) -> str:

@@ -22,7 +22,8 @@ from mds_sink.core.validate import VALIDATORS, Rules, TenantSet
 from mds_sink.db.preflight import open_schema_source
 from mds_sink.db.writer import Writer, database_pool
 from mds_sink.dlq.view import DeadLetterView, Filters, replay_headers
-from mds_sink.kafka.clients import BrokerUnavailable, consumer_config, producer_config, watermarks
+from mds_sink.errors import BrokerUnavailable
+from mds_sink.kafka.clients import consumer_config, producer_config, watermarks
 
 
 def topics_of(settings: Settings) -> dict[str, list[str]]:

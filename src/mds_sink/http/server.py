@@ -26,9 +26,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
 from mds_sink import __version__, metrics
+from mds_sink.errors import StartupError
 from mds_sink.http import admin as http_admin
 from mds_sink.http.admin import BadRequest, Reply
-from mds_sink.kafka.clients import StartupError
 
 if TYPE_CHECKING:
     from mds_sink.sink.worker import Worker

@@ -12,17 +12,10 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from mds_sink.config.settings import Settings
 from mds_sink.core.deadletter import DeadLetterRecord
+from mds_sink.errors import BrokerUnavailable
 
 # Dead letters are kept long enough for an operator to notice, fix and replay over a holiday.
 DLQ_RETENTION_MS = 14 * 24 * 3600 * 1000
-
-
-class BrokerUnavailable(Exception):
-    """The broker could not be reached or did not acknowledge in time: retry, never dead-letter."""
-
-
-class StartupError(Exception):
-    """The sink cannot start; the message is one line naming what and where."""
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:

@@ -34,8 +34,9 @@ from tenacity import (
 
 from mds_sink.config.settings import RetrySettings
 from mds_sink.core.batcher import TableBatch, TopicPartition
+from mds_sink.db.classify import classify
 from mds_sink.db.writer import Staged
-from mds_sink.errors import ErrorClass, classify
+from mds_sink.errors import ErrorClass
 from mds_sink.metrics import BATCH_BYTES, BATCH_ROWS, BREAKER_OPEN, LAST_FLUSH, RETRIES, ROWS_WRITTEN
 from mds_sink.sink.pipeline import Settled
 from mds_sink.sink.state import LastFlush, SinkState

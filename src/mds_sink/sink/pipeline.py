@@ -23,8 +23,9 @@ from mds_sink.core.batcher import Batcher, DeadLetter, Source, TableBatch, Topic
 from mds_sink.core.rejection import RecordRejected, field_error
 from mds_sink.core.tables import TableSpec
 from mds_sink.core.validate import VALIDATORS, Record, Row, Rules
+from mds_sink.db.classify import classify, write_rejection
 from mds_sink.db.writer import Staged, WriteResult
-from mds_sink.errors import ErrorClass, classify, write_rejection
+from mds_sink.errors import ErrorClass
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,9 @@ from mds_sink.core.tables import TABLES
 from mds_sink.core.validate import Rules, TenantSet
 from mds_sink.db.preflight import check_database, open_schema_source
 from mds_sink.db.writer import Claim, Staged, Writer, database_pool
+from mds_sink.errors import BrokerUnavailable, SinkFailed, StartupError
 from mds_sink.kafka.clients import (
-    BrokerUnavailable,
     DeadLetterProducer,
-    StartupError,
     admin_config,
     consumer_config,
     dlq_topic_config,
@@ -69,10 +68,6 @@ COMMITTED_TIMEOUT_S = 10.0
 PAUSED_END_OFFSETS_S = 5.0
 # How often the status snapshot is published while nothing else changed (the buffered count moves).
 PUBLISH_EVERY_S = 0.1
-
-
-class SinkFailed(RuntimeError):
-    """A flush failed for good: the sink stops, committing nothing after it (a restart re-delivers it)."""
 
 
 def _names(tps: Iterable[TopicPartition]) -> str:

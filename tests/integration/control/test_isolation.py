@@ -19,10 +19,11 @@ from mds_sink.config.settings import Settings, load_settings
 from mds_sink.control import query
 from mds_sink.core.tables import BARS, TENANT_TABLES
 from mds_sink.db import migrate
+from mds_sink.db.classify import classify
 from mds_sink.db.preflight import check_database
 from mds_sink.db.sql import SET_TENANT, FlushSql, flush_sql
 from mds_sink.db.writer import Writer, open_pool
-from mds_sink.errors import ErrorClass, classify
+from mds_sink.errors import ErrorClass
 from tests.control import MINUTE, T0, bar_row, writer_pool
 from tests.throwaway import migrated, owner_url, reader_url, switch_to_guard
 

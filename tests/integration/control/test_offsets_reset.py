@@ -14,7 +14,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from mds_sink.control.offsets import reset_group
-from mds_sink.kafka.clients import StartupError, admin_config, consumer_config, producer_config
+from mds_sink.errors import StartupError
+from mds_sink.kafka.clients import admin_config, consumer_config, producer_config
 from tests.support import Scenario, bar, drained, make_scenario, running_sink, sink_env, wait_until
 from tests.throwaway import with_user
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 
 from mds_sink.config.policy_settings import PolicySettings
-from mds_sink.config.settings import SettingsError, load_settings
+from mds_sink.config.settings import load_settings
 from mds_sink.core.intervals import parse_interval
+from mds_sink.errors import SettingsError
 
 
 def test_defaults_follow_the_seeds() -> None:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from mds_sink.config.settings import SettingsError, load_settings
+from mds_sink.config.settings import load_settings
+from mds_sink.errors import SettingsError
 
 
 def test_environment_sets_nested_groups(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mds_sink.control.query import QueryError, Result, normalise_symbols, render_json, render_table
+from mds_sink.control.query import Result, normalise_symbols, render_json, render_table
+from mds_sink.errors import QueryError
 
 RESULT = Result(
     ("symbol", "price", "ts", "source"),

@@ -5,8 +5,8 @@ import pytest
 from psycopg import errors
 from psycopg_pool import PoolTimeout
 
-from mds_sink.errors import ErrorClass, classify
-from mds_sink.kafka.clients import BrokerUnavailable
+from mds_sink.db.classify import classify
+from mds_sink.errors import BrokerUnavailable, ErrorClass
 
 
 @pytest.mark.parametrize(
