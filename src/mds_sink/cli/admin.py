@@ -15,7 +15,7 @@ from mds_sink.cli.common import fail, owner_url, settings
 from mds_sink.cli.control import aggregates_app, policies_app, retention_app
 from mds_sink.config.settings import Settings
 from mds_sink.db import migrate
-from mds_sink.db.preflight import describe_dsn
+from mds_sink.db.dsn import describe_dsn
 from mds_sink.errors import SettingsError
 
 T = TypeVar("T")

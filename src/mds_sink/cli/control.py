@@ -40,7 +40,7 @@ def _url(s: Settings, which: str) -> str:
 
 @contextmanager
 def _connected(url: str, *, lock: bool = False) -> Iterator[psycopg.Connection[Any]]:
-    from mds_sink.db.preflight import describe_dsn  # noqa: PLC0415  (keeps query start-up free of kafka)
+    from mds_sink.db.dsn import describe_dsn  # noqa: PLC0415  (keeps query start-up free of kafka)
 
     try:
         manager = policy_db.policy_lock(url) if lock else psycopg.connect(url, autocommit=True)

@@ -15,7 +15,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaExcep
 from confluent_kafka.admin import AdminClient
 
 from mds_sink.config.settings import Settings
-from mds_sink.db.preflight import describe_dsn
+from mds_sink.db.dsn import describe_dsn
 from mds_sink.errors import StartupError
 from mds_sink.kafka.clients import admin_config, watermarks
 

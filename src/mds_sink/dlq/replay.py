@@ -12,6 +12,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from mds_sink.avro.codec import Decoder, SchemaSource, load_schema_file
+from mds_sink.avro.sources import open_schema_source
 from mds_sink.config.resources import resource_dir
 from mds_sink.config.settings import Settings
 from mds_sink.core.batcher import Batcher, Source
@@ -19,7 +20,6 @@ from mds_sink.core.deadletter import dead_letter_topic
 from mds_sink.core.rejection import RecordRejected, field_error
 from mds_sink.core.tables import TABLES
 from mds_sink.core.validate import VALIDATORS, Rules, TenantSet
-from mds_sink.db.preflight import open_schema_source
 from mds_sink.db.writer import Writer, database_pool
 from mds_sink.dlq.view import DeadLetterView, Filters, replay_headers
 from mds_sink.errors import BrokerUnavailable

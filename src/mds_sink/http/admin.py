@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mds_sink.config.settings import Settings
-from mds_sink.db.preflight import describe_dsn
+from mds_sink.db.dsn import describe_dsn
 
 if TYPE_CHECKING:
     from mds_sink.sink.worker import Worker

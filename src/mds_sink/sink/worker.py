@@ -27,6 +27,7 @@ from psycopg_pool import ConnectionPool
 
 from mds_sink import __version__, metrics
 from mds_sink.avro.codec import Decoder, SchemaSource, load_schema_file
+from mds_sink.avro.sources import open_schema_source
 from mds_sink.config.resources import resource_dir
 from mds_sink.config.settings import Settings
 from mds_sink.core import deadletter
@@ -34,7 +35,7 @@ from mds_sink.core.batcher import Batcher, DeadLetter, TableBatch, TopicPartitio
 from mds_sink.core.fencing import resume_offset
 from mds_sink.core.tables import TABLES
 from mds_sink.core.validate import Rules, TenantSet
-from mds_sink.db.preflight import check_database, open_schema_source
+from mds_sink.db.preflight import check_database
 from mds_sink.db.writer import Claim, Staged, Writer, database_pool
 from mds_sink.errors import BrokerUnavailable, SinkFailed, StartupError
 from mds_sink.kafka.clients import (
