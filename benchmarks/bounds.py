@@ -20,8 +20,8 @@ from mds_sink.avro.codec import Decoder, LocalSchemas, load_schema_file
 from mds_sink.config.resources import resource_dir
 from mds_sink.config.settings import Settings
 from mds_sink.core.batcher import Source, TableBatch
-from mds_sink.core.tables import TABLES
-from mds_sink.core.validate import VALIDATORS, Row, Rules, TenantSet
+from mds_sink.core.catalog import TABLES, VALIDATORS
+from mds_sink.core.validate import Row, Rules, TenantSet
 from mds_sink.db.writer import Writer, database_pool
 from mds_sink.kafka.clients import consumer_config
 

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from benchmarks import data
 from mds_sink.avro.codec import frame, load_schema_file, local_schema_id, strip_logical_types
 from mds_sink.config.resources import resource_dir
-from mds_sink.core.tables import TABLES
+from mds_sink.core.catalog import TABLES
 
 Generator = Callable[[data.Shape, list[str], int], tuple[bytes, dict[str, Any]]]
 GENERATORS: dict[str, Generator] = {"bars": data.bar, "quotes": data.quote}

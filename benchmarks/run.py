@@ -22,7 +22,7 @@ from benchmarks import benchdb, bounds, data, e2e, fill, latency, report
 from benchmarks.report import line
 from benchmarks.sinkproc import machine_busy
 from mds_sink.config.settings import Settings, load_settings
-from mds_sink.core.tables import TABLES
+from mds_sink.core.catalog import TABLES
 from mds_sink.sink.gc_tuning import tune_for_throughput
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 from mds_sink.client.produce import RecordEncoder, encoder_for
 from mds_sink.config.resources import resource_dir
 from mds_sink.config.settings import Settings, load_settings
-from mds_sink.core.tables import TABLES
+from mds_sink.core.catalog import TABLES
 from mds_sink.kafka.clients import admin_config, consumer_config, ensure_topics, producer_config, watermarks
 from mds_sink.sink.worker import Worker
 

@@ -17,7 +17,7 @@ import psycopg
 
 from mds_sink.config.settings import Settings, load_settings
 from mds_sink.control import isolation, policy_db
-from mds_sink.core.tables import TENANT_TABLES
+from mds_sink.core.catalog import TENANT_TABLES
 from mds_sink.db import migrate
 
 

@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 from mds_sink.client.produce import publish
 from mds_sink.config.resources import resource_dir
 from mds_sink.config.settings import Settings
-from mds_sink.core.tables import TABLES
+from mds_sink.core.catalog import TABLES
 from mds_sink.db import migrate
 from mds_sink.errors import StartupError
 from mds_sink.kafka.clients import admin_config, ensure_topics, watermarks

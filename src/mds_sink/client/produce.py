@@ -22,19 +22,10 @@ from confluent_kafka import Producer
 
 from mds_sink.avro.codec import AvroSchema, encode, load_schema_file, local_schema_id, strip_logical_types
 from mds_sink.config.settings import Settings
-from mds_sink.core.tables import TABLES, TableSpec
+from mds_sink.core.catalog import CATALOG, TABLES
+from mds_sink.core.tables import TableSpec
 from mds_sink.errors import BrokerUnavailable, LineError
 from mds_sink.kafka.clients import producer_config
-
-# The natural ordering key of each record type: records with the same key land in one partition.
-KEY_FIELDS: dict[str, tuple[str, ...]] = {
-    "bars": ("tenant_id", "vendor", "symbol"),
-    "quotes": ("tenant_id", "vendor", "symbol"),
-    "fundamentals": ("tenant_id", "vendor", "symbol"),
-    "news": ("tenant_id", "vendor", "symbol"),
-    "option_snapshots": ("tenant_id", "vendor", "underlying"),
-    "jobs": ("tenant_id", "idempotency_key"),
-}
 
 
 def table_for(kind: str) -> TableSpec:
@@ -104,7 +95,7 @@ class RecordEncoder:
         self._fields = {f["name"] for f in self.schema["fields"]}
 
     def key(self, obj: dict[str, Any]) -> bytes:
-        return "|".join(str(obj.get(k, "")) for k in KEY_FIELDS[self.spec.name]).encode()
+        return "|".join(str(obj.get(k, "")) for k in CATALOG[self.spec.name].key_fields).encode()
 
     def encode(self, obj: Any) -> bytes:
         if not isinstance(obj, dict):

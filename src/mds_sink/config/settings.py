@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from mds_sink.config.policy_settings import PolicySettings
+from mds_sink.core.catalog import CATALOG
 from mds_sink.errors import SettingsError
 
 ENV_PREFIX = "MDS_SINK_"
@@ -143,15 +144,9 @@ class HttpSettings(_Group):
         return v
 
 
-class TopicsSettings(_Group):
-    """Topic of each table; an empty string leaves that table unconsumed."""
+class _TopicsBase(_Group):
+    """Topic of each data type (one field per catalog entry); an empty string leaves it unconsumed."""
 
-    bars: str = "mds.bars"
-    quotes: str = "mds.quotes"
-    fundamentals: str = "mds.fundamentals"
-    news: str = "mds.news"
-    option_snapshots: str = "mds.options"
-    jobs: str = "mds.jobs"
     dead_letter: str = Field(
         default="{topic}.dlq",
         description="Dead-letter topic: a name shared by all, or a pattern with {topic}.",
@@ -159,7 +154,7 @@ class TopicsSettings(_Group):
 
     def table_by_topic(self) -> dict[str, str]:
         routes: dict[str, str] = {}
-        for table in ("bars", "quotes", "fundamentals", "news", "option_snapshots", "jobs"):
+        for table in CATALOG:
             topic: str = getattr(self, table)
             if not topic:
                 continue
@@ -169,6 +164,19 @@ class TopicsSettings(_Group):
                 )
             routes[topic] = table
         return routes
+
+
+# One `topics.<name>` setting per data type of the catalog, with the catalog's default: adding a data
+# type adds its setting. Static typing sees the base; every reader goes through getattr or a dump.
+if TYPE_CHECKING:
+    TopicsSettings = _TopicsBase
+else:
+    TopicsSettings = create_model(
+        "TopicsSettings",
+        __base__=_TopicsBase,
+        __doc__=_TopicsBase.__doc__,
+        **{name: (str, entry.topic) for name, entry in CATALOG.items()},
+    )
 
 
 class ValidationSettings(_Group):

@@ -13,8 +13,9 @@ from typing import Literal
 from mds_sink.config.policy_settings import PolicySettings, TablePolicy
 from mds_sink.control import aggregates, isolation
 from mds_sink.control.isolation import Isolation
+from mds_sink.core.catalog import TABLES
 from mds_sink.core.intervals import Interval
-from mds_sink.core.tables import TABLES, TableSpec
+from mds_sink.core.tables import TableSpec
 
 
 @dataclass(frozen=True, slots=True)

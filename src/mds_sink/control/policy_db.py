@@ -17,8 +17,8 @@ import psycopg
 from mds_sink.control import aggregates
 from mds_sink.control.isolation import GUARD_TRIGGERS, Isolation
 from mds_sink.control.policies import AggregateState, Change, DatabaseState, Plan, RefreshState, TableState
+from mds_sink.core.catalog import TENANT_TABLES
 from mds_sink.core.intervals import Interval, parse_interval
-from mds_sink.core.tables import TENANT_TABLES
 from mds_sink.db.migrate import MIGRATION_LOCK_KEY
 
 ISOLATION_SQL = """

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import psycopg
 
 from mds_sink.config.policy_settings import PolicySettings
+from mds_sink.core.catalog import TABLES
 from mds_sink.core.intervals import Interval
-from mds_sink.core.tables import TABLES
 from mds_sink.db.sql import SET_TENANT
 
 Method = Literal["drop_chunks", "delete"]

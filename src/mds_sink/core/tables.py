@@ -322,8 +322,3 @@ JOBS = TableSpec(
     time_column=None,
     on_conflict="ignore",  # an outbox: the first request for a key is the job; repeats change nothing
 )
-
-TABLES: dict[str, TableSpec] = {t.name: t for t in (BARS, QUOTES, FUNDAMENTALS, NEWS, OPTION_SNAPSHOTS, JOBS)}
-
-# Physical tables whose every row belongs to one tenant; all are under RLS (or the tenant guard).
-TENANT_TABLES: tuple[str, ...] = (*(t.table for spec in TABLES.values() for t in spec.physical), "latest_prices")

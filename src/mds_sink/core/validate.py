@@ -313,13 +313,3 @@ def job_request(r: Record, rules: Rules) -> Row:
         rules.ts(r["requested_at"], "requested_at"),
         r.get("requested_by"),
     )
-
-
-VALIDATORS: dict[str, Callable[[Record, Rules], Row]] = {
-    "bars": bar,
-    "quotes": quote,
-    "fundamentals": fundamentals,
-    "news": news,
-    "option_snapshots": option_snapshot,
-    "jobs": job_request,
-}

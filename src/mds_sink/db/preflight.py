@@ -6,7 +6,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from mds_sink.config.settings import Settings
-from mds_sink.core.tables import TENANT_TABLES
+from mds_sink.core.catalog import TENANT_TABLES
 from mds_sink.db import migrate
 from mds_sink.db.dsn import describe_dsn
 from mds_sink.errors import StartupError

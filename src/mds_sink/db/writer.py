@@ -15,7 +15,8 @@ from psycopg_pool import ConnectionPool
 
 from mds_sink.config.settings import DatabaseSettings
 from mds_sink.core.batcher import TopicPartition
-from mds_sink.core.tables import TABLES, TableSpec
+from mds_sink.core.catalog import TABLES
+from mds_sink.core.tables import TableSpec
 from mds_sink.core.validate import Row
 from mds_sink.db.sql import LEDGER_ADVANCE, LEDGER_CLAIM, SET_TENANT, FlushSql, flush_sql
 from mds_sink.errors import OwnershipLost

@@ -16,10 +16,10 @@ from mds_sink.avro.sources import open_schema_source
 from mds_sink.config.resources import resource_dir
 from mds_sink.config.settings import Settings
 from mds_sink.core.batcher import Batcher, Source
+from mds_sink.core.catalog import TABLES, VALIDATORS
 from mds_sink.core.deadletter import dead_letter_topic
 from mds_sink.core.rejection import RecordRejected, field_error
-from mds_sink.core.tables import TABLES
-from mds_sink.core.validate import VALIDATORS, Rules, TenantSet
+from mds_sink.core.validate import Rules, TenantSet
 from mds_sink.db.writer import Writer, database_pool
 from mds_sink.dlq.view import DeadLetterView, Filters, replay_headers
 from mds_sink.errors import BrokerUnavailable

@@ -20,9 +20,10 @@ import psycopg
 
 from mds_sink.avro.codec import Decoder
 from mds_sink.core.batcher import Batcher, DeadLetter, Source, TableBatch, TopicPartition
+from mds_sink.core.catalog import VALIDATORS
 from mds_sink.core.rejection import RecordRejected, field_error
 from mds_sink.core.tables import TableSpec
-from mds_sink.core.validate import VALIDATORS, Record, Row, Rules
+from mds_sink.core.validate import Record, Row, Rules
 from mds_sink.db.classify import classify, write_rejection
 from mds_sink.db.writer import Staged, WriteResult
 from mds_sink.errors import ErrorClass

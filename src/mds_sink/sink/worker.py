@@ -32,8 +32,8 @@ from mds_sink.config.resources import resource_dir
 from mds_sink.config.settings import Settings
 from mds_sink.core import deadletter
 from mds_sink.core.batcher import Batcher, DeadLetter, TableBatch, TopicPartition
+from mds_sink.core.catalog import TABLES
 from mds_sink.core.fencing import resume_offset
-from mds_sink.core.tables import TABLES
 from mds_sink.core.validate import Rules, TenantSet
 from mds_sink.db.preflight import check_database
 from mds_sink.db.writer import Claim, Staged, Writer, database_pool

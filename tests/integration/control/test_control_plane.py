@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from mds_sink.config.settings import Settings, load_settings
-from mds_sink.core.tables import TENANT_TABLES
+from mds_sink.core.catalog import TENANT_TABLES
 from tests.control import (
     AGGREGATE_QUERY,
     EXPECTED_AGGREGATES,

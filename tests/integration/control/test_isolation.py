@@ -17,7 +17,8 @@ import pytest
 
 from mds_sink.config.settings import Settings, load_settings
 from mds_sink.control import query
-from mds_sink.core.tables import BARS, TENANT_TABLES
+from mds_sink.core.catalog import TENANT_TABLES
+from mds_sink.core.tables import BARS
 from mds_sink.db import migrate
 from mds_sink.db.classify import classify
 from mds_sink.db.preflight import check_database

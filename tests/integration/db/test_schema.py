@@ -12,7 +12,7 @@ from confluent_kafka import Consumer
 
 from mds_sink.avro.codec import Decoder, LocalSchemas, load_schema_file
 from mds_sink.config.settings import Settings, load_settings
-from mds_sink.core.tables import TENANT_TABLES
+from mds_sink.core.catalog import TENANT_TABLES
 from mds_sink.db import migrate
 from mds_sink.kafka.clients import consumer_config
 from tests.support import SCHEMAS, Scenario, make_scenario, unique

@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
+from mds_sink.core.catalog import TABLES, VALIDATORS
 from mds_sink.core.rejection import RecordRejected
-from mds_sink.core.tables import TABLES
-from mds_sink.core.validate import VALIDATORS, Rules, TenantSet, news_id
+from mds_sink.core.validate import Rules, TenantSet, news_id
 
 ACTIVE = "6f1c2a4e-8d3b-4c5a-9e7f-0a1b2c3d4e5f"
 DISABLED = "7a2d3b5f-9e4c-4d6b-8f80-1b2c3d4e5f60"

@@ -7,7 +7,8 @@ from types import ModuleType
 
 import pytest
 
-from mds_sink.core.tables import BAR_PRECEDENCE, BARS, JOBS, NEWS, QUOTE_PRECEDENCE, QUOTES, TABLES, TENANT_TABLES
+from mds_sink.core.catalog import TABLES, TENANT_TABLES
+from mds_sink.core.tables import BAR_PRECEDENCE, BARS, JOBS, NEWS, QUOTE_PRECEDENCE, QUOTES
 from mds_sink.core.validate import TIMEFRAMES
 from mds_sink.db.sql import flush_sql
 

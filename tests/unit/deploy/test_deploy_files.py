@@ -14,7 +14,7 @@ import pytest
 
 from mds_sink.client.produce import table_for
 from mds_sink.config.settings import HttpSettings
-from mds_sink.core.tables import TABLES
+from mds_sink.core.catalog import TABLES
 from tests.deploy_files import (
     COMPOSE_FILE,
     DEPLOY,
