@@ -24,6 +24,7 @@ check: bootstrap
 	@$(VENV)/ruff check src tests migrations benchmarks samples
 	@$(VENV)/ruff format --check src tests migrations benchmarks samples
 	@$(VENV)/mypy
+	@$(VENV)/lint-imports --no-cache
 
 ## TimescaleDB tests, against a server with the extension: MDS_TEST_TIMESCALE_URL=postgresql://superuser@host/db
 test-timescaledb: stack

@@ -11,12 +11,10 @@ from typing import Annotated
 import typer
 
 from mds_sink import __version__
-from mds_sink.avro.codec import LocalSchemas
 from mds_sink.cli.admin import admin_app
 from mds_sink.cli.common import fail, settings, use_config
 from mds_sink.cli.control import query_app
 from mds_sink.cli.dlq import dlq_app
-from mds_sink.client.produce import open_lines, publish, table_for
 from mds_sink.config.resources import resource_dir
 from mds_sink.errors import BrokerUnavailable, SettingsError, StartupError
 
@@ -67,6 +65,8 @@ def run() -> None:
 @schemas_app.command("ids")
 def schemas_ids() -> None:
     """Schema ids for registry-less mode: frame records with these (magic 0 + 4-byte id)."""
+    from mds_sink.avro.codec import LocalSchemas  # noqa: PLC0415  (fastavro only for the commands using it)
+
     s = settings()
     source = LocalSchemas.from_dir(s.schemas_dir or resource_dir("schemas"))
     for schema_id, schema in sorted(source.by_id.items(), key=lambda kv: kv[1]["name"]):
@@ -104,6 +104,8 @@ def produce(
     topic: Annotated[str | None, typer.Option(help="Override the topic from settings.")] = None,
 ) -> None:
     """Publish NDJSON as Avro records in the sink's wire format; bad lines are reported and skipped."""
+    from mds_sink.client.produce import open_lines, publish, table_for  # noqa: PLC0415
+
     s = settings()
     try:
         spec = table_for(kind)

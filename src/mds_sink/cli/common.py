@@ -32,6 +32,7 @@ def settings() -> Settings:
 
 
 def owner_url(s: Settings) -> str:
-    if s.database.owner_url is None:
-        raise fail("invalid setting database.owner_url (MDS_SINK_DATABASE__OWNER_URL): required for admin commands")
-    return s.database.owner_url.get_secret_value()
+    try:
+        return s.database.require_owner_url()
+    except SettingsError as exc:
+        raise fail(str(exc)) from None

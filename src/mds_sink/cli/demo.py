@@ -25,8 +25,7 @@ DEMO_PARTITIONS = 3
 
 
 def add_tenants(settings: Settings, tenants: dict[str, str]) -> None:
-    assert settings.database.owner_url is not None
-    with psycopg.connect(settings.database.owner_url.get_secret_value(), autocommit=True) as conn:
+    with psycopg.connect(settings.database.require_owner_url(), autocommit=True) as conn:
         for name, tenant_id in tenants.items():
             conn.execute(
                 "INSERT INTO tenants (tenant_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING", (tenant_id, name)

@@ -98,6 +98,7 @@ class DatabaseSettings(_Group):
     )
     writer_role: str = "mds_writer"
     reader_role: str = "mds_reader"
+
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=4, ge=1)
     connect_timeout_s: float = Field(default=5.0, gt=0)
@@ -114,6 +115,14 @@ class DatabaseSettings(_Group):
         if v is not None and not v.get_secret_value().startswith(("postgresql://", "postgres://")):
             raise ValueError("expected a postgresql:// URL")
         return v
+
+    def require_owner_url(self, purpose: str = "for admin commands (the role that owns the schema)") -> str:
+        """The owner role's URL, or the one-line error naming the setting every owner command gives."""
+        if self.owner_url is None:
+            raise SettingsError(
+                f"invalid setting database.owner_url (MDS_SINK_DATABASE__OWNER_URL): required {purpose}"
+            )
+        return self.owner_url.get_secret_value()
 
 
 class BatchingSettings(_Group):

@@ -53,12 +53,7 @@ def reset_group(settings: Settings) -> int:
 
 
 def _owner_url(settings: Settings) -> str:
-    if settings.database.owner_url is None:
-        raise StartupError(
-            "invalid setting database.owner_url (MDS_SINK_DATABASE__OWNER_URL): required to clear the offsets "
-            f"ledger; {UNCHANGED}"
-        )
-    return settings.database.owner_url.get_secret_value()
+    return settings.database.require_owner_url(f"to clear the offsets ledger; {UNCHANGED}")
 
 
 def _kafka_checked(settings: Settings, group: str, topics: list[str]) -> tuple[AdminClient, list[TopicPartition]]:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Connection
+from typing import TYPE_CHECKING
 
 from mds_sink.config.resources import resource_dir
 from mds_sink.config.settings import Settings
-from mds_sink.errors import SettingsError
+
+# Alembic and SQLAlchemy take a quarter of a second to import: only the commands that migrate load them.
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy.engine import Connection
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +22,13 @@ MIGRATION_LOCK_KEY = 0x6D64_732D_6D69_6772
 
 
 def _sqlalchemy_url(settings: Settings) -> str:
-    if settings.database.owner_url is None:
-        raise SettingsError(
-            "invalid setting database.owner_url (MDS_SINK_DATABASE__OWNER_URL): "
-            "required for admin commands (the role that owns the schema)"
-        )
-    url = settings.database.owner_url.get_secret_value()
+    url = settings.database.require_owner_url()
     return "postgresql+psycopg://" + url.split("://", 1)[1]
 
 
 def alembic_config(settings: Settings) -> Config:
+    from alembic.config import Config  # noqa: PLC0415
+
     config = Config()
     config.set_main_option("script_location", str(resource_dir("migrations")))
     config.attributes["writer_role"] = settings.database.writer_role
@@ -42,11 +37,15 @@ def alembic_config(settings: Settings) -> Config:
 
 
 def head_revision(settings: Settings) -> str | None:
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
     return ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
 
 
 @contextmanager
 def _locked_connection(settings: Settings) -> Iterator[Connection]:
+    from sqlalchemy import create_engine, text  # noqa: PLC0415
+
     engine = create_engine(_sqlalchemy_url(settings), poolclass=None)
     try:
         with engine.connect() as conn:
@@ -71,18 +70,27 @@ def _run(settings: Settings, action: Callable[[Config], None]) -> None:
 
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
+    from alembic import command  # noqa: PLC0415
+
     _run(settings, lambda c: command.upgrade(c, revision))
 
 
 def downgrade(settings: Settings, revision: str) -> None:
+    from alembic import command  # noqa: PLC0415
+
     _run(settings, lambda c: command.downgrade(c, revision))
 
 
 def stamp(settings: Settings, revision: str) -> None:
+    from alembic import command  # noqa: PLC0415
+
     _run(settings, lambda c: command.stamp(c, revision))
 
 
 def current_revision(settings: Settings) -> str | None:
+    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+    from sqlalchemy import create_engine  # noqa: PLC0415
+
     engine = create_engine(_sqlalchemy_url(settings))
     try:
         with engine.connect() as conn:
@@ -93,6 +101,8 @@ def current_revision(settings: Settings) -> str | None:
 
 def history(settings: Settings) -> list[tuple[str, str | None, str]]:
     """(revision, down revision, message) from oldest to newest."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
     script = ScriptDirectory.from_config(alembic_config(settings))
     revisions = list(script.walk_revisions())
     return [
