@@ -15,7 +15,6 @@ from mds_sink.cli.admin import admin_app
 from mds_sink.cli.common import fail, settings, use_config
 from mds_sink.cli.control import query_app
 from mds_sink.cli.dlq import dlq_app
-from mds_sink.config.resources import resource_dir
 from mds_sink.errors import BrokerUnavailable, SettingsError, StartupError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
@@ -68,7 +67,7 @@ def schemas_ids() -> None:
     from mds_sink.avro.codec import LocalSchemas  # noqa: PLC0415  (fastavro only for the commands using it)
 
     s = settings()
-    source = LocalSchemas.from_dir(s.schemas_dir or resource_dir("schemas"))
+    source = LocalSchemas.from_dir(s.schemas)
     for schema_id, schema in sorted(source.by_id.items(), key=lambda kv: kv[1]["name"]):
         found = re.search(r"Schema version (\d+\.\d+)", schema.get("doc", ""))
         typer.echo(f"{schema_id:>10}  {schema['namespace']}.{schema['name']}  v{found[1] if found else '?'}")
@@ -116,7 +115,7 @@ def produce(
         raise fail(f"cannot read {file}: {exc.strerror}") from None
     try:
         with lines:
-            done = publish(s, spec, lines, topic=topic, schemas_dir=s.schemas_dir or resource_dir("schemas"))
+            done = publish(s, spec, lines, topic=topic, schemas_dir=s.schemas)
     except BrokerUnavailable as exc:
         raise fail(str(exc), 1) from None
     for error in done.bad_lines:

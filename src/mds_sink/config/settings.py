@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from mds_sink.config.policy_settings import PolicySettings
+from mds_sink.config.resources import resource_dir
 from mds_sink.core.catalog import CATALOG
 from mds_sink.errors import SettingsError
 
@@ -229,6 +230,11 @@ class Settings(BaseSettings):
     policies: PolicySettings = PolicySettings()
     shutdown_deadline_s: float = Field(default=30.0, gt=0, description="SIGTERM drain deadline.")
     schemas_dir: Path | None = Field(default=None, description="Directory of the .avsc files; default: bundled.")
+
+    @property
+    def schemas(self) -> Path:
+        """The directory of the .avsc files: `schemas_dir`, else the bundled one."""
+        return self.schemas_dir or resource_dir("schemas")
 
     @classmethod
     def settings_customise_sources(

@@ -13,7 +13,6 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from mds_sink.avro.codec import Decoder, SchemaSource, load_schema_file
 from mds_sink.avro.sources import open_schema_source
-from mds_sink.config.resources import resource_dir
 from mds_sink.config.settings import Settings
 from mds_sink.core.batcher import Batcher, Source
 from mds_sink.core.catalog import TABLES, VALIDATORS
@@ -36,7 +35,7 @@ def topics_of(settings: Settings) -> dict[str, list[str]]:
 
 def decoders(settings: Settings, source: SchemaSource) -> dict[str, Decoder]:
     """Source topic -> decoder with the current schemas (for tenant lookup and re-validation)."""
-    schemas_dir = settings.schemas_dir or resource_dir("schemas")
+    schemas_dir = settings.schemas
     return {
         topic: Decoder(load_schema_file(schemas_dir / f"{TABLES[table].record}.avsc"), source)
         for topic, table in settings.topics.table_by_topic().items()
@@ -97,7 +96,7 @@ def _read(consumer: Consumer, assign: list[TopicPartition], ends: dict[tuple[str
 
 def read_dead_letters(settings: Settings, filters: Filters) -> Iterator[DeadLetterView]:
     consumer = Consumer({**consumer_config(settings), "group.id": f"mds-sink-dlq-reader-{uuid.uuid4().hex[:8]}"})
-    schemas = open_schema_source(settings, settings.schemas_dir or resource_dir("schemas"))
+    schemas = open_schema_source(settings, settings.schemas)
     try:
         decoder_by_topic = decoders(settings, schemas)
         assign, ends = _positions(settings, list(topics_of(settings)))
@@ -211,7 +210,7 @@ def replay(
         symbol_max_length=settings.validation.symbol_max_length,
     )
     limit = _RateLimit(rate_per_s)
-    schemas = open_schema_source(settings, settings.schemas_dir or resource_dir("schemas"))
+    schemas = open_schema_source(settings, settings.schemas)
     try:
         decoder_by_topic = decoders(settings, schemas)
         replayer = _Replayer(settings, filters, rules, decoder_by_topic, max_replays, summary)
