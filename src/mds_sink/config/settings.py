@@ -8,6 +8,7 @@ A wrong setting raises `SettingsError` with one line naming the setting and what
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,6 +27,8 @@ from mds_sink.errors import SettingsError
 
 ENV_PREFIX = "MDS_SINK_"
 CONFIG_FILE_ENV = "MDS_SINK_CONFIG_FILE"
+# A --config file given to load_settings, seen by the settings sources of that one load.
+_CONFIG_FILE: ContextVar[str | None] = ContextVar("mds_sink_config_file", default=None)
 
 # librdkafka options the sink sets itself; passing them through would break its guarantees.
 _RESERVED_CONSUMER_OPTIONS = frozenset(
@@ -246,7 +249,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get(CONFIG_FILE_ENV)
+        config_file = _CONFIG_FILE.get() or os.environ.get(CONFIG_FILE_ENV)
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
@@ -271,11 +274,12 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if config_file is not None:
         if not config_file.is_file():
             raise SettingsError(f"invalid setting {CONFIG_FILE_ENV}: no such file {str(config_file)!r}")
-        os.environ[CONFIG_FILE_ENV] = str(config_file)
     else:
         named = os.environ.get(CONFIG_FILE_ENV)
         if named and not Path(named).is_file():
             raise SettingsError(f"invalid setting {CONFIG_FILE_ENV}: no such file {named!r}")
+    # The file of this load only: the process environment is left as it was (it may be shared).
+    token = _CONFIG_FILE.set(None if config_file is None else str(config_file))
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -284,5 +288,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise SettingsError(_describe(first) + more) from None
     except ValueError as exc:  # a malformed file or a JSON env value that does not parse
         raise SettingsError(f"invalid settings: {str(exc).splitlines()[0]}") from None
+    finally:
+        _CONFIG_FILE.reset(token)
     settings.topics.table_by_topic()
     return settings

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,15 @@ def test_bad_bootstrap_servers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MDS_SINK_KAFKA__BOOTSTRAP_SERVERS", "localhost")
     with pytest.raises(SettingsError, match=r"kafka\.bootstrap_servers .*host:port"):
         load_settings()
+
+
+def test_a_config_file_applies_to_its_own_load_and_leaves_the_environment_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MDS_SINK_CONFIG_FILE", raising=False)
+    monkeypatch.delenv("MDS_SINK_BATCHING__MAX_ROWS", raising=False)
+    config = tmp_path / "sink.toml"
+    config.write_text("[batching]\nmax_rows = 77\n")
+    assert load_settings(config).batching.max_rows == 77
+    assert "MDS_SINK_CONFIG_FILE" not in os.environ
+    assert load_settings().batching.max_rows == 10_000
