@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import psycopg
 import typer
 
+from mds_sink.cli import render
 from mds_sink.cli.common import fail, settings
 from mds_sink.config.settings import Settings
 from mds_sink.control import aggregates, policies, policy_db, query, retention
@@ -158,7 +159,7 @@ def policies_show(as_json: JsonOption = False) -> None:
         if rows:
             columns = tuple(rows[0])
             result = query.Result(columns, [tuple(r[c] for c in columns) for r in rows])
-            typer.echo(query.render_table(result).rsplit("\n", 1)[0])
+            typer.echo(render.table(result.columns, result.rows))
     if not aggs:
         typer.echo("aggregates: none (admin policies apply creates them)")
     for p in pending:
@@ -226,7 +227,11 @@ def retention_apply() -> None:
 
 # -- query ------------------------------------------------------------------------------------------
 def _show(result: query.Result, as_json: bool) -> None:
-    typer.echo(query.render_json(result) if as_json else query.render_table(result))
+    typer.echo(
+        render.json_rows(result.columns, result.rows)
+        if as_json
+        else render.table(result.columns, result.rows, count=True)
+    )
 
 
 @query_app.command("latest-prices")

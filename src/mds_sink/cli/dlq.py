@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mds_sink.cli import render
 from mds_sink.cli.common import fail, settings
 from mds_sink.dlq.view import Filters
 from mds_sink.errors import BrokerUnavailable
@@ -51,7 +52,7 @@ def dlq_stats(
 ) -> None:
     """Dead letters counted by reason, source topic and hour."""
     from mds_sink.dlq.replay import read_dead_letters  # noqa: PLC0415
-    from mds_sink.dlq.view import stats, table  # noqa: PLC0415
+    from mds_sink.dlq.view import stats  # noqa: PLC0415
 
     s = settings()
     counted = stats(read_dead_letters(s, _filters(reason, topic, tenant, since, until, None, None)))
@@ -74,7 +75,7 @@ def dlq_stats(
         ("source topic", counted.by_topic),
         ("hour (UTC)", counted.by_hour),
     ):
-        typer.echo("\n" + table(counter.most_common(), [title, "count"]))
+        typer.echo("\n" + render.table([title, "count"], counter.most_common()))
 
 
 @dlq_app.command("inspect")
@@ -91,7 +92,6 @@ def dlq_inspect(
 ) -> None:
     """Dead letters decoded, with their headers."""
     from mds_sink.dlq.replay import read_dead_letters  # noqa: PLC0415
-    from mds_sink.dlq.view import table  # noqa: PLC0415
 
     s = settings()
     found = []
@@ -114,7 +114,7 @@ def dlq_inspect(
         )
         for v in found
     ]
-    typer.echo(table(rows, ["failed at", "source", "reason", "tenant", "replays", "message"]))
+    typer.echo(render.table(["failed at", "source", "reason", "tenant", "replays", "message"], rows))
 
 
 @dlq_app.command("replay")

@@ -2,16 +2,15 @@
 
 The views are the read path in both isolation modes (under `rls` the table's row security filters
 too), so these queries need no knowledge of the mode. The tenant context is transaction-local,
-exactly as the sink sets it. Rendering is pure: `render_table` and `render_json`.
+exactly as the sink sets it. The command line renders the results (cli/render.py).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -95,34 +94,3 @@ def bars(
         "limit": limit,
     }
     return _read(url, tenant, BARS_SQL, params)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return str(value)
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
-
-
-def render_table(result: Result) -> str:
-    cells = [list(result.columns), *([_text(v) for v in row] for row in result.rows)]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(result.columns))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"({len(result.rows)} row{'s' if len(result.rows) != 1 else ''})")
-    return "\n".join(lines)
-
-
-def render_json(result: Result) -> str:
-    return json.dumps(
-        [{c: _json(v) for c, v in zip(result.columns, row, strict=True)} for row in result.rows], indent=2
-    )

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -166,12 +166,3 @@ def stats(letters: Iterable[DeadLetterView]) -> Stats:
 def replay_headers(d: DeadLetterView) -> list[tuple[str, str | bytes | None]]:
     """Headers of a replayed record: the original ones plus the incremented replay count."""
     return [*d.original_headers(), (REPLAY_COUNT, str(d.replay_count + 1).encode())]
-
-
-def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    """A plain text table for terminals."""
-    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
