@@ -15,7 +15,7 @@ from mds_sink.cli.common import fail, owner_url, settings
 from mds_sink.cli.control import aggregates_app, policies_app, retention_app
 from mds_sink.config.settings import Settings
 from mds_sink.db import migrate
-from mds_sink.db.dsn import describe_dsn
+from mds_sink.db.dsn import unreachable
 from mds_sink.errors import SettingsError
 
 T = TypeVar("T")
@@ -93,10 +93,9 @@ def _guard(action: Callable[[], T], s: Settings) -> T:
     except SettingsError as exc:
         raise fail(str(exc)) from None
     except Exception as exc:
-        cause = exc.__cause__ or exc
-        if isinstance(cause, psycopg.OperationalError) or "connection" in str(cause).lower():
-            where = describe_dsn(owner_url(s))
-            raise fail(f"cannot reach the database at {where}: {str(cause).splitlines()[0]}") from None
+        reason = unreachable(owner_url(s), exc)
+        if reason is not None:
+            raise fail(reason) from None
         raise
 
 

@@ -20,6 +20,7 @@ from mds_sink.cli.common import fail, settings
 from mds_sink.config.settings import Settings
 from mds_sink.control import aggregates, policies, policy_db, query, retention
 from mds_sink.control.policies import Change, DatabaseState, Plan
+from mds_sink.db.dsn import unreachable
 from mds_sink.errors import QueryError
 
 policies_app = typer.Typer(no_args_is_help=True, help="TimescaleDB hypertables, compression and isolation modes.")
@@ -41,15 +42,14 @@ def _url(s: Settings, which: str) -> str:
 
 @contextmanager
 def _connected(url: str, *, lock: bool = False) -> Iterator[psycopg.Connection[Any]]:
-    from mds_sink.db.dsn import describe_dsn  # noqa: PLC0415  (keeps query start-up free of kafka)
-
     try:
         manager = policy_db.policy_lock(url) if lock else psycopg.connect(url, autocommit=True)
         with manager as conn:
             yield conn
     except psycopg.OperationalError as exc:
-        if "connection" in str(exc).lower() or exc.sqlstate is None:
-            raise fail(f"cannot reach the database at {describe_dsn(url)}: {str(exc).splitlines()[0]}", 1) from None
+        reason = unreachable(url, exc)
+        if reason is not None:
+            raise fail(reason, 1) from None
         raise
 
 

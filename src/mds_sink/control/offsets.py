@@ -15,7 +15,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaExcep
 from confluent_kafka.admin import AdminClient
 
 from mds_sink.config.settings import Settings
-from mds_sink.db.dsn import describe_dsn
+from mds_sink.db.dsn import unreachable
 from mds_sink.errors import StartupError
 from mds_sink.kafka.clients import admin_config, watermarks
 
@@ -75,7 +75,7 @@ def _connected(url: str, settings: Settings) -> psycopg.Connection[tuple[Any, ..
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=timeout)
     except psycopg.OperationalError as exc:
-        raise StartupError(f"cannot reach the database at {describe_dsn(url)}: {_line(exc)}; {UNCHANGED}") from None
+        raise StartupError(f"{unreachable(url, exc) or _line(exc)}; {UNCHANGED}") from None
 
 
 def _require_empty(admin: AdminClient, group: str) -> None:

@@ -31,7 +31,7 @@ def check_database(settings: Settings, pool: ConnectionPool) -> str:
     where = describe_dsn(settings.database.url.get_secret_value())
     try:
         pool.open(wait=True, timeout=settings.database.connect_timeout_s + 1)
-    except Exception as exc:
+    except Exception as exc:  # the pool's timeout hides the cause: name the address and the first line
         raise StartupError(f"cannot reach the database at {where}: {str(exc).splitlines()[0]}") from None
     head = migrate.head_revision(settings)
     with pool.connection() as conn:
