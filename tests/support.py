@@ -24,6 +24,7 @@ from mds_sink.config.resources import resource_dir
 from mds_sink.config.settings import Settings, load_settings
 from mds_sink.core.catalog import TABLES
 from mds_sink.kafka.clients import admin_config, consumer_config, ensure_topics, producer_config, watermarks
+from mds_sink.service import Service
 from mds_sink.sink.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,13 +182,15 @@ def make_scenario(partitions: int = 3, tables: Iterable[str] = tuple(TABLES), **
 
 @contextmanager
 def running_sink(settings: Settings) -> Iterator[Worker]:
-    """A sink in a thread of this process; stopped (drained) when the block ends."""
-    worker = Worker(settings)
+    """A sink (the service, as `mds-sink run` builds it) in a thread of this process; stopped (drained)
+    when the block ends. Yields its worker: state, stopping, ready(), and the key of side_port()."""
+    service = Service(settings)
+    worker = service.worker
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            worker.run()
+            service.run()
         except BaseException as exc:  # surfaced to the test below, and to drained() at once
             errors.append(exc)
             CRASHED[id(worker)] = exc

@@ -44,13 +44,13 @@ def version() -> None:
 @app.command()
 def run() -> None:
     """Consume the configured topics into the database until SIGTERM/SIGINT."""
-    from mds_sink.sink.worker import Worker  # noqa: PLC0415  (keeps `admin` start-up light)
+    from mds_sink.service import Service  # noqa: PLC0415  (keeps `admin` start-up light)
 
     s = settings()
-    worker = Worker(s)
-    worker.install_signal_handlers()
+    service = Service(s)
+    service.install_signal_handlers()
     try:
-        code = worker.run()
+        code = service.run()
     except StartupError as exc:
         raise fail(str(exc)) from None
     except Exception as exc:

@@ -19,7 +19,7 @@ from mds_sink.core.catalog import TABLES
 from mds_sink.db import migrate
 from mds_sink.errors import StartupError
 from mds_sink.kafka.clients import admin_config, ensure_topics, watermarks
-from mds_sink.sink.worker import Worker
+from mds_sink.service import Service
 
 DEMO_PARTITIONS = 3
 
@@ -68,12 +68,13 @@ def run_demo(settings: Settings, *, timeout_s: float = 120.0) -> None:
     created = ensure_topics(AdminClient(admin_config(settings)), dict.fromkeys(topics, DEMO_PARTITIONS), {})
     typer.echo(f"3. topics ready{' (created ' + ', '.join(created) + ')' if created else ''}")
 
-    worker = Worker(settings)
+    service = Service(settings)
+    worker = service.worker
     errors: list[BaseException] = []
 
     def consume() -> None:
         try:
-            worker.run()
+            service.run()
         except BaseException as exc:  # reported by the demo's own thread
             errors.append(exc)
 

@@ -1,9 +1,9 @@
 """The admin API's actions: pause, resume, flush, tenants reload, log level, redacted config.
 
-Authentication is the transport's job (http_api). Each action takes the worker and the raw request
-body and returns a status and a JSON payload; bodies are validated here into clear 400 messages.
-Actions on the consumer are queued to the consumer thread by the worker; an action waits briefly for
-its effect to show in the worker's state so the operator gets an answer, not a guess.
+Authentication is the transport's job (http.server). Each action takes the sink (SinkControl) and the
+raw request body and returns a status and a JSON payload; bodies are validated here into clear 400
+messages. Actions on the consumer are queued to the consumer thread; an action waits briefly for its
+effect to show in the published state so the operator gets an answer, not a guess.
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ import re
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mds_sink.config.settings import Settings
 from mds_sink.db.dsn import describe_dsn
-
-if TYPE_CHECKING:
-    from mds_sink.sink.worker import Worker
+from mds_sink.sink.control import SinkControl
 
 log = logging.getLogger(__name__)
 
@@ -88,27 +86,27 @@ def _matching(partitions: frozenset[tuple[str, int]], topic: str, partition: int
 
 
 # -- actions --------------------------------------------------------------------------------------
-def pause(worker: Worker, body: bytes) -> Reply:
-    topic, partition = partition_target(body, frozenset(worker.routes))
-    chosen = _matching(worker.state.snapshot.assignment, topic, partition)
+def pause(sink: SinkControl, body: bytes) -> Reply:
+    topic, partition = partition_target(body, sink.topics)
+    chosen = _matching(sink.state.snapshot.assignment, topic, partition)
     if not chosen:
         return HTTPStatus.CONFLICT, {"error": "no matching partition is assigned to this sink right now"}
-    worker.pause(topic, partition)
+    sink.pause(topic, partition)
     log.warning("admin: pause %s requested", ", ".join(_names(chosen)))
-    if _wait(lambda: chosen <= worker.state.paused):
+    if _wait(lambda: chosen <= sink.state.paused):
         return HTTPStatus.OK, {"paused": _names(chosen)}
     return HTTPStatus.ACCEPTED, {"queued": _names(chosen), "note": "not yet applied by the consumer loop"}
 
 
-def resume(worker: Worker, body: bytes) -> Reply:
-    topic, partition = partition_target(body, frozenset(worker.routes))
+def resume(sink: SinkControl, body: bytes) -> Reply:
+    topic, partition = partition_target(body, sink.topics)
     # An operator's pause outlives a rebalance: one held for a partition assigned elsewhere now is released too.
-    chosen = _matching(worker.state.snapshot.operator_paused, topic, partition)
+    chosen = _matching(sink.state.snapshot.operator_paused, topic, partition)
     if not chosen:
         return HTTPStatus.OK, {"resumed": [], "note": "no matching partition was paused by an operator"}
-    worker.resume(topic, partition)
+    sink.resume(topic, partition)
     log.warning("admin: resume %s requested", ", ".join(_names(chosen)))
-    if _wait(lambda: not chosen & (worker.state.snapshot.paused | worker.state.snapshot.operator_paused)):
+    if _wait(lambda: not chosen & (sink.state.snapshot.paused | sink.state.snapshot.operator_paused)):
         return HTTPStatus.OK, {"resumed": _names(chosen)}
     return HTTPStatus.ACCEPTED, {
         "queued": _names(chosen),
@@ -116,29 +114,28 @@ def resume(worker: Worker, body: bytes) -> Reply:
     }
 
 
-def flush(worker: Worker, body: bytes) -> Reply:
+def flush(sink: SinkControl, body: bytes) -> Reply:
     if body.strip() not in (b"", b"{}"):
         raise BadRequest("this endpoint takes no body")
-    buffered = worker.state.snapshot.buffered
-    worker.flush_now()
+    buffered = sink.state.snapshot.buffered
+    sink.flush_now()
     log.warning("admin: flush requested (%d records buffered)", buffered)
     return HTTPStatus.ACCEPTED, {"flush": "requested", "buffered_records": buffered}
 
 
-def reload_tenants(worker: Worker, body: bytes) -> Reply:
+def reload_tenants(sink: SinkControl, body: bytes) -> Reply:
     if body.strip() not in (b"", b"{}"):
         raise BadRequest("this endpoint takes no body")
     try:
-        worker.refresher.refresh()
+        known, active = sink.reload_tenants()
     except Exception as exc:
         log.warning("admin: tenant reload failed: %s", exc)
         return HTTPStatus.SERVICE_UNAVAILABLE, {"error": "tenant reload failed: the database did not answer"}
-    active = worker.tenants.active
-    log.warning("admin: tenants reloaded (%d known)", len(active))
-    return HTTPStatus.OK, {"known": len(active), "active": sum(active.values())}
+    log.warning("admin: tenants reloaded (%d known)", known)
+    return HTTPStatus.OK, {"known": known, "active": active}
 
 
-def log_level(worker: Worker, body: bytes) -> Reply:
+def log_level(sink: SinkControl, body: bytes) -> Reply:
     fields = json_object(body, allowed=frozenset({"level"}))
     level = fields.get("level")
     if not isinstance(level, str) or level.upper() not in LOG_LEVELS:
@@ -150,8 +147,8 @@ def log_level(worker: Worker, body: bytes) -> Reply:
     return HTTPStatus.OK, {"level": level.upper(), "previous": previous}
 
 
-def config(worker: Worker, body: bytes) -> Reply:
-    return HTTPStatus.OK, redacted_settings(worker.settings)
+def config(sink: SinkControl, body: bytes) -> Reply:
+    return HTTPStatus.OK, redacted_settings(sink.settings)
 
 
 # -- redaction ------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The side HTTP port: health, readiness, status, Prometheus metrics and the admin API.
 
-It runs in its own threads beside the consumer loop and only reads the worker's state; admin
-actions on the consumer are queued to the consumer thread. Every path is in ROUTES, and
-docs/openapi.yaml describes exactly these (tests hold the two together).
+It runs in its own threads beside the consumer loop and sees the sink only through SinkControl
+(mds_sink.sink.control): it reads the published state, and admin actions on the consumer are queued
+to the consumer thread. Every path is in ROUTES, and docs/openapi.yaml describes exactly these
+(tests hold the two together).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -29,9 +30,7 @@ from mds_sink import __version__, metrics
 from mds_sink.errors import StartupError
 from mds_sink.http import admin as http_admin
 from mds_sink.http.admin import BadRequest, Reply
-
-if TYPE_CHECKING:
-    from mds_sink.sink.worker import Worker
+from mds_sink.sink.control import SinkControl
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +55,26 @@ def json_response(status: int, payload: Any, headers: dict[str, str] | None = No
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    handler: Callable[[Worker, bytes], Response]
+    handler: Callable[[SinkControl, bytes], Response]
     admin: bool = False
 
 
 # -- public endpoints -----------------------------------------------------------------------------
-def healthz(worker: Worker, _body: bytes) -> Response:
-    age = time.monotonic() - worker.state.heartbeat
+def healthz(sink: SinkControl, _body: bytes) -> Response:
+    age = time.monotonic() - sink.state.heartbeat
     if age > HEARTBEAT_LIMIT_S:
         return json_response(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "stuck", "heartbeat_age_s": round(age, 1)})
     return json_response(HTTPStatus.OK, {"status": "ok", "heartbeat_age_s": round(age, 3)})
 
 
-def readyz(worker: Worker, _body: bytes) -> Response:
-    reason = worker.ready()
+def readyz(sink: SinkControl, _body: bytes) -> Response:
+    reason = sink.ready()
     if reason is None:
         return json_response(HTTPStatus.OK, {"status": "ready"})
     return json_response(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "not ready", "reason": reason})
 
 
-def prometheus_metrics(_worker: Worker, _body: bytes) -> Response:
+def prometheus_metrics(_sink: SinkControl, _body: bytes) -> Response:
     return Response(HTTPStatus.OK, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
 
 
@@ -83,9 +82,9 @@ def _iso(unix_s: float) -> str:
     return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds")
 
 
-def status(worker: Worker) -> dict[str, Any]:
+def status(sink: SinkControl) -> dict[str, Any]:
     """What an operator asks first: where is each partition, what is paused, when did it last write."""
-    state = worker.state
+    state = sink.state
     snap = state.snapshot  # immutable, published whole by the consumer thread
     partitions = []
     for topic, partition in sorted(snap.assignment):
@@ -105,12 +104,12 @@ def status(worker: Worker) -> dict[str, Any]:
             }
         )
     last = state.last_flush
-    reason = worker.ready()
+    reason = sink.ready()
     return {
         "version": __version__,
         "schema_revision": state.schema_revision,
-        "group": worker.settings.kafka.group_id,
-        "topics": sorted(worker.routes),
+        "group": sink.settings.kafka.group_id,
+        "topics": sorted(sink.topics),
         "ready": reason is None,
         "not_ready_reason": reason,
         "heartbeat_age_s": round(time.monotonic() - state.heartbeat, 3),
@@ -133,18 +132,18 @@ def status(worker: Worker) -> dict[str, Any]:
             "duration_s": round(last.duration_s, 4),
         },
         "last_error": state.last_error,
-        "admin_api": worker.settings.http.admin_token is not None,
+        "admin_api": sink.settings.http.admin_token is not None,
     }
 
 
-def status_endpoint(worker: Worker, _body: bytes) -> Response:
-    return json_response(HTTPStatus.OK, status(worker))
+def status_endpoint(sink: SinkControl, _body: bytes) -> Response:
+    return json_response(HTTPStatus.OK, status(sink))
 
 
-def _admin(action: Callable[[Worker, bytes], Reply]) -> Route:
-    def handle(worker: Worker, body: bytes) -> Response:
+def _admin(action: Callable[[SinkControl, bytes], Reply]) -> Route:
+    def handle(sink: SinkControl, body: bytes) -> Response:
         try:
-            code, payload = action(worker, body)
+            code, payload = action(sink, body)
         except BadRequest as exc:
             return json_response(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
         return json_response(code, payload)
@@ -186,7 +185,7 @@ def authenticate(token: SecretStr | None, authorization: str | None) -> Response
     return None
 
 
-def _handler(worker: Worker) -> type[BaseHTTPRequestHandler]:
+def _handler(sink: SinkControl) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = f"mds-sink/{__version__}"
         timeout = REQUEST_TIMEOUT_S
@@ -220,7 +219,7 @@ def _handler(worker: Worker) -> type[BaseHTTPRequestHandler]:
                 )
                 return
             if route.admin:
-                token = worker.settings.http.admin_token
+                token = sink.settings.http.admin_token
                 refusal = authenticate(token, self.headers.get("Authorization"))
                 if refusal is not None:
                     if refusal.status == HTTPStatus.FORBIDDEN and token is not None:
@@ -237,7 +236,7 @@ def _handler(worker: Worker) -> type[BaseHTTPRequestHandler]:
                 return
             body = self.rfile.read(length) if length else b""
             try:
-                response = route.handler(worker, body)
+                response = route.handler(sink, body)
             except Exception:
                 log.exception("http: %s %s failed", self.command, path)
                 response = json_response(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
@@ -278,24 +277,24 @@ class SidePort:
             self._server.server_close()
 
 
-# The side port of each running worker, so callers (tests, the demo) can find an ephemeral port.
-_PORTS: weakref.WeakKeyDictionary[Worker, SidePort] = weakref.WeakKeyDictionary()
+# The side port of each running sink, so callers (tests, the demo) can find an ephemeral port.
+_PORTS: weakref.WeakKeyDictionary[SinkControl, SidePort] = weakref.WeakKeyDictionary()
 
 
-def side_port(worker: Worker) -> SidePort | None:
-    return _PORTS.get(worker)
+def side_port(sink: SinkControl) -> SidePort | None:
+    return _PORTS.get(sink)
 
 
-def start_side_port(worker: Worker) -> SidePort:
-    http = worker.settings.http
+def start_side_port(sink: SinkControl) -> SidePort:
+    http = sink.settings.http
     if not http.enabled:
         return SidePort(None)
     # Every series the dashboard and the alerts use exists from the first scrape, at zero.
-    metrics.preset(topics=worker.routes, tables={spec.name for spec in worker.routes.values()})
+    metrics.preset(topics=sink.topics, tables=sink.tables)
     # Every other gauge is set by the consumer loop and freezes with it; this one is read at scrape time.
-    metrics.HEARTBEAT_AGE.set_function(lambda: time.monotonic() - worker.state.heartbeat)
+    metrics.HEARTBEAT_AGE.set_function(lambda: time.monotonic() - sink.state.heartbeat)
     try:
-        server = ThreadingHTTPServer((http.host, http.port), _handler(worker))
+        server = ThreadingHTTPServer((http.host, http.port), _handler(sink))
     except OSError as exc:
         raise StartupError(
             f"cannot listen on {http.host}:{http.port} (settings http.host, http.port): {exc.strerror or exc}"
@@ -303,7 +302,7 @@ def start_side_port(worker: Worker) -> SidePort:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="mds-http", daemon=True).start()
     port = SidePort(server)
-    _PORTS[worker] = port
+    _PORTS[sink] = port
     host, bound = server.server_address[:2]
     admin = "enabled" if http.admin_token is not None else "disabled (no http.admin_token)"
     log.info("side port listening on http://%s:%s; admin API %s", host, bound, admin)

@@ -1,9 +1,11 @@
-"""What the worker is doing right now, shared with the HTTP side port and the tests.
+"""What the side port may see of the sink and do to it: the `SinkControl` protocol and the status.
 
-Other threads never see the consumer thread's own collections: it publishes an immutable
-`StatusSnapshot` (frozen sets, read-only mappings of copies) and replaces it whole, so a reader on
-another thread can iterate it while the consumer moves on. The scalars (heartbeat, database_ok, ...)
-are replaced whole too, by whichever thread knows them.
+The HTTP layer depends on this module only, never on the worker. `SinkState` is what the worker is
+doing right now, shared with the side port and the tests. Other threads never see the consumer
+thread's own collections: it publishes an immutable `StatusSnapshot` (frozen sets, read-only mappings
+of copies) and replaces it whole, so a reader on another thread can iterate it while the consumer
+moves on. The scalars (heartbeat, database_ok, ...) are replaced whole too, by whichever thread
+knows them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
+
+from mds_sink.config.settings import Settings
 
 TopicPartition = tuple[str, int]
 
@@ -89,3 +94,36 @@ class SinkState:
     @property
     def committed(self) -> Mapping[TopicPartition, int]:
         return self.snapshot.committed
+
+
+class SinkControl(Protocol):
+    """The sink as the side port sees it. The actions are queued to the consumer thread, which applies
+    them at its next turn; their effect shows in `state.snapshot`."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def state(self) -> SinkState: ...
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics consumed."""
+
+    @property
+    def tables(self) -> frozenset[str]:
+        """The tables written."""
+
+    def ready(self) -> str | None:
+        """None when ready; otherwise the reason it is not."""
+
+    def pause(self, topic: str, partition: int | None = None) -> None:
+        """Pause a topic (or one partition of it) until resumed, across rebalances."""
+
+    def resume(self, topic: str, partition: int | None = None) -> None: ...
+
+    def flush_now(self) -> None:
+        """Flush every buffered batch at the next turn, due or not."""
+
+    def reload_tenants(self) -> tuple[int, int]:
+        """Reload the tenant set now: (known, active). Raises if the database does not answer."""

@@ -38,8 +38,8 @@ from mds_sink.db.classify import classify
 from mds_sink.db.writer import Staged
 from mds_sink.errors import ErrorClass
 from mds_sink.metrics import BATCH_BYTES, BATCH_ROWS, BREAKER_OPEN, LAST_FLUSH, RETRIES, ROWS_WRITTEN
+from mds_sink.sink.control import LastFlush, SinkState
 from mds_sink.sink.pipeline import Settled
-from mds_sink.sink.state import LastFlush, SinkState
 
 log = logging.getLogger(__name__)
 

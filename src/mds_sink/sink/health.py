@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from mds_sink.config.settings import DatabaseSettings
-from mds_sink.sink.state import SinkState
+from mds_sink.sink.control import SinkState
 
 log = logging.getLogger(__name__)
 

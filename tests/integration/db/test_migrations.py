@@ -16,7 +16,7 @@ from mds_sink.config.settings import Settings, load_settings
 from mds_sink.db import migrate
 from mds_sink.db.migrate import MIGRATION_LOCK_KEY
 from mds_sink.errors import StartupError
-from mds_sink.sink.worker import Worker
+from mds_sink.service import Service as Worker
 from tests.support import wait_until
 from tests.throwaway import database_settings, owner_url, throwaway_database
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-from mds_sink.sink.worker import PAUSED_END_OFFSETS_S, Worker
+from mds_sink.sink.gauges import PAUSED_END_OFFSETS_S
+from mds_sink.sink.worker import Worker
 from tests.integration.http.test_http import TOKEN, base_url, call
 from tests.support import bar, drained, make_scenario, running_sink, wait_until
 

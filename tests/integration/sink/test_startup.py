@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 from mds_sink.config.settings import Settings, load_settings
 from mds_sink.errors import StartupError
 from mds_sink.kafka.clients import admin_config
-from mds_sink.sink.worker import Worker
+from mds_sink.service import Service as Worker
 from tests.support import make_scenario, sink_env
 from tests.throwaway import migrated, owner_url, switch_to_guard, with_database
 

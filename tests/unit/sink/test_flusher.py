@@ -15,10 +15,10 @@ from mds_sink.core.batcher import DeadLetter, Source, TableBatch
 from mds_sink.core.rejection import Rejection
 from mds_sink.core.tables import BARS
 from mds_sink.db.writer import Staged, WriteResult
+from mds_sink.sink.control import SinkState
 from mds_sink.sink.flusher import Flusher
 from mds_sink.sink.pipeline import Settled
 from mds_sink.sink.pipeline import settle as settle_batch
-from mds_sink.sink.state import SinkState
 
 
 def batch(n: int) -> TableBatch:
