@@ -8,14 +8,12 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
-import psycopg
 import typer
 
 from mds_sink.cli.common import fail, owner_url, settings
 from mds_sink.cli.control import aggregates_app, policies_app, retention_app
 from mds_sink.config.settings import Settings
 from mds_sink.db import migrate
-from mds_sink.db.dsn import unreachable
 from mds_sink.errors import SettingsError
 
 T = TypeVar("T")
@@ -93,6 +91,8 @@ def _guard(action: Callable[[], T], s: Settings) -> T:
     except SettingsError as exc:
         raise fail(str(exc)) from None
     except Exception as exc:
+        from mds_sink.db.dsn import unreachable  # noqa: PLC0415
+
         reason = unreachable(owner_url(s), exc)
         if reason is not None:
             raise fail(reason) from None
@@ -106,45 +106,38 @@ def tenants_add(
     tenant_id: Annotated[str | None, typer.Option("--id", help="UUID; a new one when omitted.")] = None,
 ) -> None:
     """Add a tenant (active)."""
+    from mds_sink.control import tenants  # noqa: PLC0415  (psycopg only for the commands using it)
+
     s = settings()
     try:
         tid = uuid.UUID(tenant_id) if tenant_id else uuid.uuid4()
     except ValueError:
         raise fail(f"--id {tenant_id!r} is not a UUID") from None
-    with psycopg.connect(owner_url(s), autocommit=True) as conn:
-        row = conn.execute(
-            "INSERT INTO tenants (tenant_id, name) VALUES (%s, %s) ON CONFLICT (tenant_id) DO UPDATE "
-            "SET name = EXCLUDED.name, updated_at = now() RETURNING tenant_id, name, active",
-            (tid, name),
-        ).fetchone()
-    assert row is not None
-    typer.echo(f"{row[0]}  {row[1]}  {'active' if row[2] else 'disabled'}")
+    typer.echo(tenants.add(owner_url(s), name, tid).describe())
 
 
 @tenants_app.command("list")
 def tenants_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List tenants."""
-    s = settings()
-    with psycopg.connect(owner_url(s)) as conn:
-        rows = conn.execute("SELECT tenant_id::text, name, active FROM tenants ORDER BY name").fetchall()
+    from mds_sink.control import tenants  # noqa: PLC0415
+
+    found = tenants.list_all(owner_url(settings()))
     if as_json:
-        typer.echo(json.dumps([{"tenant_id": t, "name": n, "active": a} for t, n, a in rows], indent=2))
+        typer.echo(
+            json.dumps([{"tenant_id": t.tenant_id, "name": t.name, "active": t.active} for t in found], indent=2)
+        )
         return
-    for t, n, a in rows:
-        typer.echo(f"{t}  {n}  {'active' if a else 'disabled'}")
+    for t in found:
+        typer.echo(t.describe())
 
 
 def _set_active(tenant: str, active: bool) -> None:
-    s = settings()
-    with psycopg.connect(owner_url(s), autocommit=True) as conn:
-        row = conn.execute(
-            "UPDATE tenants SET active = %s, updated_at = now() WHERE tenant_id::text = %s OR name = %s "
-            "RETURNING tenant_id, name",
-            (active, tenant, tenant),
-        ).fetchone()
-    if row is None:
+    from mds_sink.control import tenants  # noqa: PLC0415
+
+    changed = tenants.set_active(owner_url(settings()), tenant, active)
+    if changed is None:
         raise fail(f"no tenant with id or name {tenant!r}", 1)
-    typer.echo(f"{row[0]}  {row[1]}  {'active' if active else 'disabled'}")
+    typer.echo(changed.describe())
 
 
 @tenants_app.command("disable")

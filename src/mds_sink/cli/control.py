@@ -10,18 +10,23 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import psycopg
 import typer
 
 from mds_sink.cli import render
 from mds_sink.cli.common import fail, settings
 from mds_sink.config.settings import Settings
-from mds_sink.control import aggregates, policies, policy_db, query, retention
+from mds_sink.control import aggregates, policies
 from mds_sink.control.policies import Change, DatabaseState, Plan
-from mds_sink.db.dsn import unreachable
-from mds_sink.errors import QueryError
+from mds_sink.errors import QueryError, SettingsError
+
+# psycopg and the modules that talk to the database are imported by the commands that run: `--help`
+# and every other command start without them.
+if TYPE_CHECKING:
+    import psycopg
+
+    from mds_sink.control.query import Result
 
 policies_app = typer.Typer(no_args_is_help=True, help="TimescaleDB hypertables, compression and isolation modes.")
 aggregates_app = typer.Typer(no_args_is_help=True, help="Continuous aggregates (5m, 1h, 1d bars from 1m bars).")
@@ -33,15 +38,23 @@ _WHEN = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%
 
 
 def _url(s: Settings, which: str) -> str:
-    secret = s.database.owner_url if which == "owner" else s.database.reader_url
-    if secret is None:
-        env = "MDS_SINK_DATABASE__OWNER_URL" if which == "owner" else "MDS_SINK_DATABASE__READER_URL"
-        raise fail(f"invalid setting database.{which}_url ({env}): required for this command")
-    return secret.get_secret_value()
+    if which == "owner":
+        try:
+            return s.database.require_owner_url("for this command")
+        except SettingsError as exc:
+            raise fail(str(exc)) from None
+    if s.database.reader_url is None:
+        raise fail("invalid setting database.reader_url (MDS_SINK_DATABASE__READER_URL): required for this command")
+    return s.database.reader_url.get_secret_value()
 
 
 @contextmanager
 def _connected(url: str, *, lock: bool = False) -> Iterator[psycopg.Connection[Any]]:
+    import psycopg  # noqa: PLC0415
+
+    from mds_sink.control import policy_db  # noqa: PLC0415
+    from mds_sink.db.dsn import unreachable  # noqa: PLC0415
+
     try:
         manager = policy_db.policy_lock(url) if lock else psycopg.connect(url, autocommit=True)
         with manager as conn:
@@ -63,6 +76,8 @@ def _print_change(change: Change) -> None:
 
 
 def _plan(conn: psycopg.Connection[Any], s: Settings) -> tuple[DatabaseState, Plan]:
+    from mds_sink.control import policy_db  # noqa: PLC0415
+
     state = policy_db.read_state(conn, reader=s.database.reader_role)
     return state, policies.plan(state, s.policies, reader=s.database.reader_role)
 
@@ -72,6 +87,10 @@ def policies_apply(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the changes, make none.")] = False,
 ) -> None:
     """Bring hypertables, compression, retention and aggregates in line with the settings (idempotent)."""
+    import psycopg  # noqa: PLC0415
+
+    from mds_sink.control import policy_db  # noqa: PLC0415
+
     s = settings()
     with _connected(_url(s, "owner"), lock=True) as conn:
         _, plan = _plan(conn, s)
@@ -158,8 +177,7 @@ def policies_show(as_json: JsonOption = False) -> None:
     for rows in (tables, aggs):
         if rows:
             columns = tuple(rows[0])
-            result = query.Result(columns, [tuple(r[c] for c in columns) for r in rows])
-            typer.echo(render.table(result.columns, result.rows))
+            typer.echo(render.table(columns, [tuple(r[c] for c in columns) for r in rows]))
     if not aggs:
         typer.echo("aggregates: none (admin policies apply creates them)")
     for p in pending:
@@ -178,6 +196,10 @@ def aggregates_refresh(
     only: Annotated[list[str] | None, typer.Option("--aggregate", help="bars_5m, bars_1h or bars_1d.")] = None,
 ) -> None:
     """Materialize the aggregates over [--from, --to) now, e.g. after corrections to old bars."""
+    import psycopg  # noqa: PLC0415
+
+    from mds_sink.control import policy_db  # noqa: PLC0415
+
     s = settings()
     names = [a.name for a in aggregates.AGGREGATES]
     for name in only or ():
@@ -210,6 +232,8 @@ def aggregates_refresh(
 @retention_app.command("apply")
 def retention_apply() -> None:
     """Remove rows older than each table's `keep` now (TimescaleDB: drop chunks; else batched deletes)."""
+    from mds_sink.control import policy_db, retention  # noqa: PLC0415
+
     s = settings()
     with _connected(_url(s, "owner")) as conn:
         state = policy_db.read_state(conn, reader=s.database.reader_role)
@@ -226,7 +250,7 @@ def retention_apply() -> None:
 
 
 # -- query ------------------------------------------------------------------------------------------
-def _show(result: query.Result, as_json: bool) -> None:
+def _show(result: Result, as_json: bool) -> None:
     typer.echo(
         render.json_rows(result.columns, result.rows)
         if as_json
@@ -242,6 +266,8 @@ def query_latest_prices(
     as_json: JsonOption = False,
 ) -> None:
     """Latest price per vendor and symbol of one tenant."""
+    from mds_sink.control import query  # noqa: PLC0415
+
     s = settings()
     try:
         result = query.latest_prices(_url(s, "reader"), tenant, query.normalise_symbols(symbols), vendor)
@@ -262,6 +288,8 @@ def query_bars(
     as_json: JsonOption = False,
 ) -> None:
     """Bars of one tenant and symbol in [--from, --to), oldest first."""
+    from mds_sink.control import query  # noqa: PLC0415
+
     s = settings()
     try:
         result = query.bars(
