@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from mds_sink.config.settings import Settings
 from mds_sink.db.dsn import unreachable
+from mds_sink.db.sql import LEDGER_CLEAR
 from mds_sink.errors import StartupError
 from mds_sink.kafka.clients import admin_config, watermarks
 
@@ -39,7 +40,7 @@ def reset_group(settings: Settings) -> int:
             # Step 2. Delete the ledger rows, uncommitted. Step 3. Move Kafka's offsets (refused: the
             # transaction rolls back). Step 4. Commit, on leaving the block.
             with conn.transaction():
-                conn.execute("DELETE FROM sink_offsets WHERE consumer_group = %s AND topic = ANY(%s)", (group, topics))
+                conn.execute(LEDGER_CLEAR, (group, topics))
                 _alter(admin, group, partitions)
                 kafka_moved = True
         except psycopg.Error as exc:

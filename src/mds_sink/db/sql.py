@@ -123,3 +123,6 @@ LEDGER_ADVANCE = (
 )
 
 SET_TENANT = "SELECT set_config('app.tenant_id', %s, true)"
+
+# `offsets reset`: the group's rows for its topics go, in the transaction that moves Kafka's offsets.
+LEDGER_CLEAR = "DELETE FROM sink_offsets WHERE consumer_group = %s AND topic = ANY(%s)"
