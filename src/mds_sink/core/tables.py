@@ -122,7 +122,6 @@ class TableSpec:
     copy_binary: bool = False
     # Derived from the above once: every record's dedupe uses them, so they are not recomputed per call.
     column_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    key_index: tuple[int, ...] = field(init=False, repr=False, compare=False)
     key_of: Callable[[tuple[Any, ...]], tuple[Any, ...]] = field(init=False, repr=False, compare=False)
     revision_index: int | None = field(init=False, repr=False, compare=False)
     tenant_index: int = field(init=False, repr=False, compare=False)
@@ -143,7 +142,6 @@ class TableSpec:
         route_of = {value: place for place, t in enumerate(self.physical) for value in t.values}
         for attr, value in (
             ("column_names", names),
-            ("key_index", index),
             ("key_of", key_of),
             ("revision_index", revision),
             ("tenant_index", names.index("tenant_id")),

@@ -15,7 +15,6 @@ class FlushSql:
     # One statement per set of targets (places in the spec's `physical`), parameter %(tenant)s: a
     # tenant's rows are upserted into just the tables they go to.
     upserts: dict[tuple[int, ...], str]
-    stage_table: str
     binary_types: tuple[str, ...] | None = None  # the COPY is binary: psycopg's set_types()
 
     @property
@@ -64,7 +63,7 @@ def flush_sql(spec: TableSpec) -> FlushSql:
     places = range(len(spec.physical))
     subsets = [c for n in range(1, len(places) + 1) for c in combinations(places, n)]
     upserts = {subset: _upsert(spec, [spec.physical[p] for p in subset], stage) for subset in subsets}
-    return FlushSql(create, copy, upserts, stage, types)
+    return FlushSql(create, copy, upserts, types)
 
 
 def _upsert(spec: TableSpec, targets: list[Target], stage: str) -> str:
