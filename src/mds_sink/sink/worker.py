@@ -1,9 +1,9 @@
 """The consumer loop: the only place that sequences I/O (poll, hand batches to the flusher, commit).
 
-The worker wires its units together and turns the loop; the units hold the rules: rebalance (which
-partitions are owned, under which ledger epoch), commits (settled batches committed in order, and
-nothing after a failed one), backpressure (what is paused and why), gauges (what other threads see).
-The service (mds_sink.service) opens it, starts it, runs it and closes it.
+The worker opens the sink's resources, wires its units (sink.units) and turns the loop; the units hold
+the rules: rebalance (which partitions are owned, under which ledger epoch), commits (settled batches
+committed in order, nothing after a failed one), backpressure (what is paused and why), gauges (what
+other threads see). The service (mds_sink.service) opens it, starts it, runs it and closes it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from mds_sink.avro.codec import Decoder, SchemaSource, load_schema_file
 from mds_sink.avro.sources import open_schema_source
 from mds_sink.config.settings import Settings
 from mds_sink.core import deadletter
-from mds_sink.core.batcher import Batcher, TableBatch
+from mds_sink.core.batcher import Batcher, TableBatch, TopicPartition
 from mds_sink.core.catalog import TABLES
 from mds_sink.core.validate import Rules, TenantSet
 from mds_sink.db.preflight import check_database
@@ -39,17 +39,14 @@ from mds_sink.kafka.clients import (
     producer_config,
 )
 from mds_sink.kafka.consumer import open_consumer
-from mds_sink.sink.backpressure import Pauses
-from mds_sink.sink.commits import Commits
 from mds_sink.sink.control import SinkState
 from mds_sink.sink.deadletters import DeadLetters, rejected
 from mds_sink.sink.flusher import Flusher
 from mds_sink.sink.gauges import Gauges
 from mds_sink.sink.health import DatabaseProbe
-from mds_sink.sink.ownership import Ownership
 from mds_sink.sink.pipeline import Ingest, settle
-from mds_sink.sink.rebalance import Rebalance
 from mds_sink.sink.tenants import TenantRefresher
+from mds_sink.sink.units import wire
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +84,10 @@ class Worker:
         return None
 
     def pause(self, topic: str, partition: int | None = None) -> None:
-        self._commands.put(lambda: self.pauses.pause_by_operator(topic, partition))
+        self._commands.put(lambda: self.units.pauses.pause_by_operator(topic, partition))
 
     def resume(self, topic: str, partition: int | None = None) -> None:
-        self._commands.put(lambda: self.pauses.resume_by_operator(topic, partition))
+        self._commands.put(lambda: self.units.pauses.resume_by_operator(topic, partition))
 
     def flush_now(self) -> None:
         def act() -> None:
@@ -182,42 +179,34 @@ class Worker:
             log.info("created dead-letter topic %s", created)
 
     def _wire_units(self) -> None:
-        s, consumer, flusher, batcher = self.settings, self.consumer, self.flusher, self.batcher
-        owned = self.ownership = Ownership()
-        publish = self._publish
-        self.pauses = Pauses(
-            consumer, owned, batcher, flusher, max_buffered=s.batching.max_buffered_records, publish=publish
+        units = self.units = wire(
+            self.settings,
+            self.consumer,
+            self.writer,
+            self.flusher,
+            self.batcher,
+            self.state,
+            publish=self._publish,
+            forget=self._forget,
         )
-        self.commits = Commits(consumer, owned, flusher, batcher, publish=publish, beat=self.state.beat)
         self.gauges = Gauges(
             self.state,
-            owned,
-            self.pauses,
-            self.commits,
-            batcher,
-            consumer=consumer,
+            units.ownership,
+            units.pauses,
+            units.commits,
+            self.batcher,
+            consumer=self.consumer,
             admin=self.admin,
             pool_stats=self.pool.get_stats,
             ready=self.ready,
         )
-        self.rebalance = Rebalance(
-            consumer,
-            self.writer,
-            owned,
-            commits=self.commits,
-            pauses=self.pauses,
-            batcher=batcher,
-            flusher=flusher,
-            state=self.state,
-            cooperative=s.kafka.assignment_strategy == "cooperative-sticky",
-            claim_wait_s=s.database.connect_timeout_s,
-            drain_deadline_s=s.shutdown_deadline_s,
-            publish=publish,
-            forget=self.gauges.forget,
-        )
 
+    # The units report to the gauges, built after them (they read the units).
     def _publish(self) -> None:
         self.gauges.publish()
+
+    def _forget(self, tps: set[TopicPartition]) -> None:
+        self.gauges.forget(tps)
 
     def _stage_ahead(self, batch: TableBatch) -> Staged:
         """On the stager thread: the batch's transaction begun and its rows COPYed, while the one before is written."""
@@ -225,8 +214,7 @@ class Worker:
 
     def start(self) -> None:
         """Join the group (the side port is bound by now) and start the helper threads."""
-        r = self.rebalance
-        self.consumer.subscribe(list(self.routes), on_assign=r.on_assign, on_revoke=r.on_revoke, on_lost=r.on_lost)
+        self.units.subscribe(self.consumer, list(self.routes))
         self.refresher.start()
         self._closing("tenant refresher", self.refresher.stop)
         self.probe.start()
@@ -240,19 +228,20 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------------------
     def consume(self) -> bool:
         """Consume until stopped, then drain; True if everything buffered was committed. Raises SinkFailed."""
-        s = self.settings
+        s, commits = self.settings, self.units.commits
         try:
             self._loop(s.kafka.poll_timeout_ms / 1000)
-            drained = self.commits.drain(list(self.batcher.batches), deadline_s=s.shutdown_deadline_s)
+            drained = commits.drain(list(self.batcher.batches), deadline_s=s.shutdown_deadline_s)
         except BaseException:
-            self.commits.settling = False  # leaving the group on the way out commits nothing more
+            commits.settling = False  # leaving the group on the way out commits nothing more
             raise
         if not drained:
             # Give up what is in flight: the revocation on the way out must not wait for it again.
-            self.commits.stop()
+            commits.stop()
         return drained
 
     def _loop(self, poll_s: float) -> None:
+        commits, pauses = self.units.commits, self.units.pauses
         while not self.stopping.is_set():
             msgs = self.consumer.consume(CONSUME_BATCH, timeout=self._poll_timeout_s(poll_s))
             started = time.perf_counter()
@@ -267,15 +256,15 @@ class Worker:
                 for topic, n in per_topic.items():
                     metrics.CONSUMED.labels(topic).inc(n)
             self._run_commands()
-            self.commits.handle_done(self.flusher.collect())
+            commits.handle_done(self.flusher.collect())
             forced = list(self.batcher.batches) if self._flush_requested else []
             self._flush_requested = False
-            self.commits.submit_due(now_ms, force=forced)
+            commits.submit_due(now_ms, force=forced)
             self._wait_for_flusher()
-            self.pauses.check()
+            pauses.check()
             now = time.monotonic()
-            self.rebalance.claim_pending(now)
-            self.commits.retry(now)
+            self.units.rebalance.claim_pending(now)
+            commits.retry(now)
             self.gauges.update(now)
             self.state.beat()
 
@@ -293,13 +282,13 @@ class Worker:
 
     def _wait_for_flusher(self) -> None:
         """Backpressure without a pause: settle, commit and submit as the flusher frees a slot."""
-        deadline = time.monotonic() + FLUSHER_WAIT_S
-        while self.pauses.blocked() and not self.stopping.is_set():
+        commits, deadline = self.units.commits, time.monotonic() + FLUSHER_WAIT_S
+        while self.units.pauses.blocked() and not self.stopping.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            self.commits.handle_done(self.flusher.collect(timeout_s=min(remaining, 0.1)))
-            self.commits.submit_due(time.monotonic() * 1000)
+            commits.handle_done(self.flusher.collect(timeout_s=min(remaining, 0.1)))
+            commits.submit_due(time.monotonic() * 1000)
 
     def _run_commands(self) -> None:
         while True:
