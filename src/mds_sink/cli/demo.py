@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient
 from mds_sink.client.produce import publish
 from mds_sink.config.resources import resource_dir
 from mds_sink.config.settings import Settings
+from mds_sink.control.tenants import add_missing
 from mds_sink.core.catalog import TABLES
 from mds_sink.db import migrate
 from mds_sink.errors import StartupError
@@ -22,14 +23,6 @@ from mds_sink.kafka.clients import admin_config, ensure_topics, watermarks
 from mds_sink.service import Service
 
 DEMO_PARTITIONS = 3
-
-
-def add_tenants(settings: Settings, tenants: dict[str, str]) -> None:
-    with psycopg.connect(settings.database.require_owner_url(), autocommit=True) as conn:
-        for name, tenant_id in tenants.items():
-            conn.execute(
-                "INSERT INTO tenants (tenant_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING", (tenant_id, name)
-            )
 
 
 def show(settings: Settings, tenants: dict[str, str]) -> None:
@@ -62,7 +55,7 @@ def run_demo(settings: Settings, *, timeout_s: float = 120.0) -> None:
     typer.echo("1. migrating the database")
     migrate.upgrade(settings)
     typer.echo(f"2. adding tenants {', '.join(tenants)}")
-    add_tenants(settings, tenants)
+    add_missing(settings.database.require_owner_url(), tenants)
     routes = settings.topics.table_by_topic()
     topics = list(routes)
     created = ensure_topics(AdminClient(admin_config(settings)), dict.fromkeys(topics, DEMO_PARTITIONS), {})

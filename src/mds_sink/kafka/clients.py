@@ -11,8 +11,8 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # exported, not in stubs
 
 from mds_sink.config.settings import Settings
-from mds_sink.core.deadletter import DeadLetterRecord
-from mds_sink.errors import BrokerUnavailable
+from mds_sink.core.deadletter import DeadLetterRecord, dead_letter_topic
+from mds_sink.errors import BrokerUnavailable, StartupError
 
 # Dead letters are kept long enough for an operator to notice, fix and replay over a holiday.
 DLQ_RETENTION_MS = 14 * 24 * 3600 * 1000
@@ -153,3 +153,22 @@ def watermarks(
         return out
     finally:
         probe.close()
+
+
+def prepare_topics(admin: AdminClient, settings: Settings, topics: Iterable[str]) -> list[str]:
+    """Refuse to start on a consumed topic that does not exist (naming its setting); create the
+    dead-letter topics that are missing. Returns the dead-letter topics created."""
+    servers = settings.kafka.bootstrap_servers
+    wanted = list(topics)
+    try:
+        counts = partition_counts(admin, wanted)
+    except BrokerUnavailable as exc:
+        raise StartupError(f"cannot reach the broker at {servers}: {exc}") from None
+    setting_of = {topic: table for table, topic in settings.topics.model_dump().items()}
+    for topic in wanted:
+        if topic not in counts:
+            raise StartupError(
+                f"topic {topic!r} (setting topics.{setting_of.get(topic, '?')}) does not exist on {servers}"
+            )
+    dead_letter_topics = {dead_letter_topic(settings.topics.dead_letter, t): 1 for t in wanted}
+    return ensure_topics(admin, dead_letter_topics, dlq_topic_config())

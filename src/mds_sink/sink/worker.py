@@ -23,21 +23,12 @@ from mds_sink import metrics
 from mds_sink.avro.codec import Decoder, SchemaSource, load_schema_file
 from mds_sink.avro.sources import open_schema_source
 from mds_sink.config.settings import Settings
-from mds_sink.core import deadletter
 from mds_sink.core.batcher import Batcher, TableBatch, TopicPartition
 from mds_sink.core.catalog import TABLES
 from mds_sink.core.validate import Rules, TenantSet
 from mds_sink.db.preflight import check_database
 from mds_sink.db.writer import Staged, Writer, database_pool
-from mds_sink.errors import BrokerUnavailable, StartupError
-from mds_sink.kafka.clients import (
-    DeadLetterProducer,
-    admin_config,
-    dlq_topic_config,
-    ensure_topics,
-    partition_counts,
-    producer_config,
-)
+from mds_sink.kafka.clients import DeadLetterProducer, admin_config, prepare_topics, producer_config
 from mds_sink.kafka.consumer import open_consumer
 from mds_sink.sink.control import SinkState
 from mds_sink.sink.deadletters import DeadLetters, rejected
@@ -123,7 +114,8 @@ class Worker:
         self.state.database_ok = True
         self.writer = Writer(self.pool, s.kafka.group_id)
         self.admin = AdminClient(admin_config(s))
-        self._check_topics()
+        for created in prepare_topics(self.admin, s, self.routes):
+            log.info("created dead-letter topic %s", created)
 
         schemas_dir = s.schemas
         source: SchemaSource = open_schema_source(s, schemas_dir)
@@ -160,23 +152,6 @@ class Worker:
         # Closing leaves the group; the revocation it runs drains only what may still settle.
         self._closing("consumer", self.consumer.close)
         self._wire_units()
-
-    def _check_topics(self) -> None:
-        s = self.settings
-        try:
-            counts = partition_counts(self.admin, self.routes)
-        except BrokerUnavailable as exc:
-            raise StartupError(f"cannot reach the broker at {s.kafka.bootstrap_servers}: {exc}") from None
-        table_topics = {topic: table for table, topic in s.topics.model_dump().items()}
-        for topic in self.routes:
-            if topic not in counts:
-                raise StartupError(
-                    f"topic {topic!r} (setting topics.{table_topics.get(topic, '?')}) does not exist on "
-                    f"{s.kafka.bootstrap_servers}"
-                )
-        dlq_topics = {deadletter.dead_letter_topic(s.topics.dead_letter, t): 1 for t in self.routes}
-        for created in ensure_topics(self.admin, dlq_topics, dlq_topic_config()):
-            log.info("created dead-letter topic %s", created)
 
     def _wire_units(self) -> None:
         units = self.units = wire(

@@ -16,7 +16,7 @@ from mds_sink.config.settings import Settings, load_settings
 from mds_sink.db import migrate
 from mds_sink.db.migrate import MIGRATION_LOCK_KEY
 from mds_sink.errors import StartupError
-from mds_sink.service import Service as Worker
+from mds_sink.service import Service
 from tests.support import wait_until
 from tests.throwaway import database_settings, owner_url, throwaway_database
 
@@ -120,14 +120,14 @@ def test_the_sink_refuses_to_start_behind_head_and_names_the_revision_it_needs(e
     for at, described in ((None, "an empty schema"), ("0001", "revision 0001")):
         if at is not None:
             migrate.upgrade(s, at)
-        worker = Worker(s)
+        service = Service(s)
         try:
             with pytest.raises(
                 StartupError, match=re.escape(f"is at {described}; this mds-sink needs revision {head}")
             ):
-                worker.run()
+                service.run()
         finally:
-            worker.pool.close()
+            service.pool.close()
     env = {
         "MDS_SINK_DATABASE__OWNER_URL": owner_url(s),
         "MDS_SINK_DATABASE__URL": s.database.url.get_secret_value(),

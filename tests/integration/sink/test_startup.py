@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 from mds_sink.config.settings import Settings, load_settings
 from mds_sink.errors import StartupError
 from mds_sink.kafka.clients import admin_config
-from mds_sink.service import Service as Worker
+from mds_sink.service import Service
 from tests.support import make_scenario, sink_env
 from tests.throwaway import migrated, owner_url, switch_to_guard, with_database
 
@@ -122,13 +122,13 @@ def test_a_side_port_in_use_is_named_with_its_setting(settings: Settings, port_i
 def test_a_failed_start_up_never_joins_the_group_and_releases_everything(port_in_use: int) -> None:
     scenario = make_scenario(partitions=1, tables=["bars"], http={"host": "127.0.0.1", "port": port_in_use})
     before = {t.ident for t in threading.enumerate()}
-    worker = Worker(scenario.settings)
+    service = Service(scenario.settings)
     with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port_in_use}"):
-        worker.run()
+        service.run()
     # The port is checked before subscribing: the group never had this member, so no rebalance waits on it.
     admin = AdminClient(admin_config(scenario.settings))
     (described,) = admin.describe_consumer_groups([scenario.settings.kafka.group_id]).values()
     group = described.result(timeout=15)
     assert (group.state, group.members) == (ConsumerGroupState.DEAD, [])  # DEAD: the broker never saw it
-    assert worker.pool.closed
+    assert service.pool.closed
     assert [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()] == []
