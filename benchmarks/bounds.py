@@ -111,10 +111,15 @@ def write_all(settings: Settings, todo: Sequence[TableBatch], group: str) -> Wri
     pool.open(wait=True)
     try:
         writer = Writer(pool, group)
+        # As the worker does at assignment: each partition claimed once, every write fenced on its epoch.
+        epochs = {tp: c.epoch for tp, c in writer.claim({tp for b in todo for tp in b.next_offsets}).items()}
         started = time.perf_counter()
         rows = 0
         for batch in todo:
-            rows += writer.write(batch.spec, [row for row, _ in batch.rows.values()], batch.next_offsets).rows
+            fence = {tp: epochs[tp] for tp in batch.next_offsets}
+            rows += writer.write(
+                batch.spec, [row for row, _ in batch.rows.values()], batch.next_offsets, fence=fence
+            ).rows
         seconds = time.perf_counter() - started
     finally:
         pool.close()

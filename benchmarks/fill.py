@@ -144,7 +144,9 @@ def fill(bootstrap: str, shape: data.Shape, table: str, *, refill: bool = False)
     recreate(AdminClient({"bootstrap.servers": bootstrap, "log_level": 3}), topic, shape.partitions)
     started = time.monotonic()
     workers = _workers(shape)
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    # Spawned, not forked: a fork copies librdkafka's locks mid-use from the admin client's threads, and
+    # a child can wait on one forever.
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
         sent = sum(pool.starmap(_produce_share, [(bootstrap, table, shape, count, w, workers) for w in range(workers)]))
     seconds = time.monotonic() - started
     marks = end_offsets(bootstrap, topic)
