@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -20,10 +21,9 @@ from typing import Any
 import pytest
 import typer
 import yaml
-from pydantic import BaseModel
 
 from mds_sink.cli.app import app
-from mds_sink.config.settings import CONFIG_FILE_ENV, ENV_PREFIX, Settings, load_settings
+from mds_sink.config.settings import ENV_PREFIX, PLACEHOLDER_TOKEN_PREFIX, Settings, load_settings, setting_env_names
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -52,34 +52,21 @@ def deploy_data_files() -> list[Path]:
 
 
 # -- settings ----------------------------------------------------------------------------------------
-def setting_env_names() -> set[str]:
-    """Every environment variable the settings model reads: MDS_SINK_ + field path joined with `__`."""
-    names = {CONFIG_FILE_ENV}
-
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, info in model.model_fields.items():
-            env = prefix + name.upper()
-            names.add(env)  # a group can also be given whole, as JSON
-            if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
-                walk(info.annotation, env + "__")
-
-    walk(Settings, ENV_PREFIX)
-    return names
-
-
 def unknown_settings(env_names: Iterable[str]) -> list[str]:
-    known = setting_env_names()
+    known = setting_env_names() | {"MDS_SINK_CONFIG_FILE"}
     return sorted(n for n in env_names if n.upper().startswith(ENV_PREFIX) and n.upper() not in known)
 
 
-def settings_from(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The settings a container with exactly this environment would load (the test's own MDS_SINK_* removed)."""
+def settings_from(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch, *, token_replaced: bool = True) -> Settings:
+    """The settings a container with exactly this environment would load (the test's own MDS_SINK_* removed),
+    after the documented step of replacing the placeholder admin token, unless `token_replaced` is False."""
     for name in list(os.environ):
         if name.upper().startswith(ENV_PREFIX):
             monkeypatch.delenv(name)
     for name, value in env.items():
         if name.upper().startswith(ENV_PREFIX):
-            monkeypatch.setenv(name, str(value))
+            placeholder = token_replaced and str(value).startswith(PLACEHOLDER_TOKEN_PREFIX)
+            monkeypatch.setenv(name, secrets.token_hex(32) if placeholder else str(value))
     return load_settings()
 
 

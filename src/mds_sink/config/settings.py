@@ -7,7 +7,9 @@ A wrong setting raises `SettingsError` with one line naming the setting and what
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,6 +39,15 @@ _RESERVED_CONSUMER_OPTIONS = frozenset(
 
 
 _SECRET_FIELDS = frozenset({"url", "owner_url", "reader_url", "admin_token"})
+
+# Producer options the dead-letter guarantee rests on (acknowledged by every in-sync replica, no
+# duplicates or reordering on a retry), with the values that keep it.
+_DEAD_LETTER_GUARANTEE = {"acks": ("all", "-1"), "enable.idempotence": ("true",)}
+
+# Variables with the prefix that are not settings: the config file's path and the local stack's cache.
+_NOT_SETTINGS = frozenset({CONFIG_FILE_ENV, "MDS_SINK_CACHE"})
+# The admin token of .env.example and deploy/k8s/secret.yaml: an example, never a credential.
+PLACEHOLDER_TOKEN_PREFIX = "change-me"
 
 
 class _Group(BaseModel):
@@ -86,7 +97,38 @@ class KafkaSettings(_Group):
             # The sink assigns partitions differently under a cooperative strategy: it must know which one runs.
             hint = "; use kafka.assignment_strategy" if "partition.assignment.strategy" in reserved else ""
             raise ValueError(f"{', '.join(reserved)} is set by the sink itself and cannot be passed through{hint}")
-        return v
+        return _librdkafka_accepts("consumer", v)
+
+    @field_validator("producer_options")
+    @classmethod
+    def _producer_options(cls, v: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
+        for name, safe in _DEAD_LETTER_GUARANTEE.items():
+            if name in v and str(v[name]).lower() not in safe:
+                raise ValueError(
+                    f"{name}={v[name]} would let a dead letter count as sent before the broker has it, and its "
+                    f"record's offset be committed: the sink needs {name}={safe[0]}"
+                )
+        if "bootstrap.servers" in v:
+            raise ValueError("bootstrap.servers is set by the sink itself (kafka.bootstrap_servers)")
+        return _librdkafka_accepts("producer", v)
+
+
+def _librdkafka_accepts(kind: str, options: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
+    """An unknown option or a wrong value is refused now, not when `run` creates its clients."""
+    if not options:
+        return options
+    # Only settings that pass options load the client library: most commands never need it.
+    import confluent_kafka  # noqa: PLC0415
+
+    quiet = {"log_level": 0}  # no bootstrap servers: the client connects to nothing before it is dropped
+    try:
+        if kind == "consumer":
+            confluent_kafka.Consumer({**quiet, "group.id": "mds-sink-settings-check", **options}).close()
+        else:
+            confluent_kafka.Producer({**quiet, **options})
+    except confluent_kafka.KafkaException as exc:
+        raise ValueError(f"librdkafka refuses it: {exc.args[0].str()}") from None
+    return options
 
 
 class DatabaseSettings(_Group):
@@ -154,6 +196,11 @@ class HttpSettings(_Group):
     def _token(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and len(v.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters (unset it to disable the admin API)")
+        if v is not None and v.get_secret_value().startswith(PLACEHOLDER_TOKEN_PREFIX):
+            raise ValueError(
+                "is the documented placeholder; set a secret of your own, e.g. `openssl rand -hex 32` "
+                "(or unset it to disable the admin API)"
+            )
         return v
 
 
@@ -255,12 +302,61 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+def setting_env_names() -> set[str]:
+    """Every environment variable the settings read: MDS_SINK_ + the field path joined with `__` (a group
+    can also be given whole, as JSON)."""
+    names: set[str] = set()
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            env = prefix + name.upper()
+            names.add(env)
+            if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+                walk(info.annotation, env + "__")
+
+    walk(Settings, ENV_PREFIX)
+    return names
+
+
+def _dict_settings() -> tuple[str, ...]:
+    """Settings that are maps (librdkafka options): any key below them is theirs to check."""
+    return ("MDS_SINK_KAFKA__CONSUMER_OPTIONS__", "MDS_SINK_KAFKA__PRODUCER_OPTIONS__")
+
+
+def _closest(name: str, known: Iterable[str]) -> str:
+    found = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {found[0]}?" if found else ""
+
+
+def _unknown_variable(environ: Mapping[str, str]) -> str | None:
+    """The first MDS_SINK_* variable that is no setting, described with the closest one: pydantic-settings
+    would ignore it, so a misspelt `MDS_SINK_BATCHING_MAX_ROWS` would silently keep the default."""
+    known = setting_env_names() | _NOT_SETTINGS
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper.startswith(_dict_settings()):
+            continue
+        return f"invalid setting {name}: unknown variable{_closest(upper, known - _NOT_SETTINGS)}"
+    return None
+
+
+def _field_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
+    paths: set[str] = set()
+    for name, info in model.model_fields.items():
+        paths.add(prefix + name)
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            paths |= _field_paths(info.annotation, f"{prefix}{name}.")
+    return paths
+
+
 def _describe(error: Any) -> str:
     path = ".".join(str(p) for p in error["loc"])
     env = ENV_PREFIX + "__".join(str(p) for p in error["loc"]).upper()
     message = str(error["msg"])
     if error["type"] == "extra_forbidden":
-        message = "unknown setting"
+        message = "unknown setting" + _closest(path, _field_paths(Settings))
+    elif error["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
     value = error.get("input")
     # Never echo a secret back: URLs carry passwords.
     secret = str(error["loc"][-1]) in _SECRET_FIELDS
@@ -278,6 +374,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         named = os.environ.get(CONFIG_FILE_ENV)
         if named and not Path(named).is_file():
             raise SettingsError(f"invalid setting {CONFIG_FILE_ENV}: no such file {named!r}")
+    unknown = _unknown_variable(os.environ)
+    if unknown is not None:
+        raise SettingsError(unknown)
     # The file of this load only: the process environment is left as it was (it may be shared).
     token = _CONFIG_FILE.set(None if config_file is None else str(config_file))
     try:

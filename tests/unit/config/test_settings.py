@@ -31,7 +31,73 @@ def test_wrong_setting_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_unknown_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MDS_SINK_BATCHING__MAX_ROWZ", "5")
-    with pytest.raises(SettingsError, match=r"batching.max_rowz .*unknown setting"):
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "invalid setting MDS_SINK_BATCHING__MAX_ROWZ: unknown variable; did you mean MDS_SINK_BATCHING__MAX_ROWS?"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "closest"),
+    [
+        ("MDS_SINK_BATCHING_MAX_ROWS", "; did you mean MDS_SINK_BATCHING__MAX_ROWS?"),
+        ("MDS_SINK_KAFKA__GROUPID", "; did you mean MDS_SINK_KAFKA__GROUP_ID?"),
+        ("MDS_SINK_ZZZZZZZZZZZZZZZZZZ", ""),
+    ],
+)
+def test_a_misspelt_variable_stops_the_load_naming_the_closest_setting(
+    monkeypatch: pytest.MonkeyPatch, variable: str, closest: str
+) -> None:
+    monkeypatch.setenv(variable, "5")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == f"invalid setting {variable}: unknown variable{closest}"
+
+
+def test_a_misspelt_key_in_the_file_names_the_closest_setting(tmp_path: Path) -> None:
+    config = tmp_path / "sink.toml"
+    config.write_text("[batching]\nmax_rowz = 3\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    assert str(caught.value) == (
+        "invalid setting batching.max_rowz (MDS_SINK_BATCHING__MAX_ROWZ): unknown setting; "
+        "did you mean batching.max_rows?"
+    )
+
+
+def test_librdkafka_options_are_checked_when_the_settings_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MDS_SINK_KAFKA__CONSUMER_OPTIONS", '{"no.such.option": 1}')
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "invalid setting kafka.consumer_options (MDS_SINK_KAFKA__CONSUMER_OPTIONS): librdkafka refuses it: "
+        'No such configuration property: "no.such.option"'
+    )
+    monkeypatch.setenv("MDS_SINK_KAFKA__CONSUMER_OPTIONS", '{"fetch.wait.max.ms": 50}')
+    assert load_settings().kafka.consumer_options == {"fetch.wait.max.ms": 50}
+
+
+@pytest.mark.parametrize(
+    ("options", "refusal"),
+    [
+        ('{"acks": "0"}', "acks=0 would let a dead letter count as sent"),
+        ('{"acks": 1}', "acks=1 would let a dead letter count as sent"),
+        ('{"enable.idempotence": false}', "enable.idempotence=False would let a dead letter count as sent"),
+        ('{"bootstrap.servers": "x:1"}', "bootstrap.servers is set by the sink itself"),
+    ],
+)
+def test_producer_options_that_break_the_dead_letter_guarantee_are_refused(
+    monkeypatch: pytest.MonkeyPatch, options: str, refusal: str
+) -> None:
+    monkeypatch.setenv("MDS_SINK_KAFKA__PRODUCER_OPTIONS", options)
+    with pytest.raises(SettingsError, match=refusal):
+        load_settings()
+
+
+def test_the_documented_placeholder_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MDS_SINK_HTTP__ADMIN_TOKEN", "change-me-0123456789abcdef0123456789abcdef")
+    with pytest.raises(SettingsError, match=r"admin_token .*is the documented placeholder"):
         load_settings()
 
 

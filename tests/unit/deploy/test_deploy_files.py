@@ -15,6 +15,7 @@ import pytest
 from mds_sink.client.produce import table_for
 from mds_sink.config.settings import HttpSettings
 from mds_sink.core.catalog import TABLES
+from mds_sink.errors import SettingsError
 from tests.deploy_files import (
     COMPOSE_FILE,
     DEPLOY,
@@ -222,3 +223,12 @@ def test_compose_runs_commands_the_cli_has(services: Services) -> None:
     assert ["admin", "migrate"] in commands
     assert ["admin", "policies", "apply"] in commands
     assert [" ".join(c) for c in commands if not cli_has(c)] == []
+
+
+def test_the_sink_binding_every_interface_refuses_the_shipped_placeholder_token(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = services["sink"]["environment"]
+    assert sink["MDS_SINK_HTTP__HOST"] == "0.0.0.0"
+    with pytest.raises(SettingsError, match=r"http.admin_token .*is the documented placeholder"):
+        settings_from(sink, monkeypatch, token_replaced=False)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from mds_sink.config.settings import HttpSettings, Settings
+from mds_sink.errors import SettingsError
 from tests.deploy_files import (
     COMPOSE_FILE,
     K8S,
@@ -174,3 +175,10 @@ def test_disruption_budget_lets_a_single_replica_be_drained() -> None:
     budget = k8s_object("PodDisruptionBudget")["spec"]
     min_replicas = k8s_object("ScaledObject")["spec"]["minReplicaCount"]
     assert budget.get("maxUnavailable", 0) >= 1 or budget["minAvailable"] < min_replicas
+
+
+def test_the_sink_refuses_the_example_secrets_token_until_it_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = container_env(sink_container())
+    assert env["MDS_SINK_HTTP__HOST"] == "0.0.0.0"
+    with pytest.raises(SettingsError, match=r"http.admin_token .*is the documented placeholder"):
+        settings_from(env, monkeypatch, token_replaced=False)
