@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from mds_sink.config.control_api_settings import ControlApiSettings
 from mds_sink.config.policy_settings import PolicySettings
 from mds_sink.config.resources import resource_dir
 from mds_sink.core.catalog import CATALOG
@@ -278,6 +279,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     log: LogSettings = LogSettings()
     policies: PolicySettings = PolicySettings()
+    control_api: ControlApiSettings = ControlApiSettings()
     shutdown_deadline_s: float = Field(default=30.0, gt=0, description="SIGTERM drain deadline.")
     schemas_dir: Path | None = Field(default=None, description="Directory of the .avsc files; default: bundled.")
 
