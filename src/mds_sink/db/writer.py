@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -35,6 +35,17 @@ class Claim:
 class WriteResult:
     rows: int  # rows staged (after in-batch dedupe)
     tenants: int
+    also: list[tuple[Any, ...]] = field(default_factory=list)  # the rows of `write(also=)`'s statement
+
+
+@dataclass(frozen=True, slots=True)
+class Also:
+    """One more statement run last in a flush's transaction (Writer.write's `also`); `check` sees its
+    rows before the commit and raises to roll the whole flush back."""
+
+    statement: Any  # str or psycopg.sql.Composed
+    params: Mapping[str, Any]
+    check: Callable[[list[tuple[Any, ...]]], None] = lambda _rows: None
 
 
 def open_pool(
@@ -142,12 +153,15 @@ class Writer:
         fence: Mapping[TopicPartition, int] | None = None,
         commit: bool = True,
         staged: Staged | None = None,
+        also: Also | None = None,
     ) -> WriteResult:
         """Stage, upsert tenant by tenant, move the ledger; all or nothing. `commit=False` probes.
 
         `fence` gives the epoch this member claimed for each partition of `next_offsets`: where the
         ledger holds another, the partition was assigned elsewhere since, and OwnershipLost rolls back.
         `staged`, if it holds these rows, is that transaction with the COPY done; it is used or rolled back.
+        `also` runs last in the same transaction and its rows are returned: a backfill job moves its own
+        positions there (it has no ledger rows), so they commit with the rows they cover, or not at all.
         """
         txn = staged.take(spec, rows) if staged is not None else None
         if txn is None:
@@ -167,18 +181,25 @@ class Writer:
                 if ledger is not None:
                     moved = txn.conn.cursor()
                     moved.execute(LEDGER_ADVANCE, ledger)
+                if also is not None:
+                    extra = txn.conn.cursor()
+                    extra.execute(also.statement, also.params)
             if ledger is not None:
                 _check_fence(next_offsets, moved.fetchall())
+            returned: list[tuple[Any, ...]] = []
+            if also is not None:
+                returned = extra.fetchall()
+                also.check(returned)
             if not commit:
                 raise psycopg.Rollback()
         except BaseException as exc:
             if txn.abandon(exc):  # the probe's own rollback
-                return WriteResult(len(rows), len(by_tenant))
+                return WriteResult(len(rows), len(by_tenant), returned)
             raise
         txn.stack.close()  # commit, return the connection
         FLUSH_SECONDS.labels("copy").observe(txn.copy_s)
         FLUSH_SECONDS.labels("upsert").observe(time.perf_counter() - started)
-        return WriteResult(len(rows), len(by_tenant))
+        return WriteResult(len(rows), len(by_tenant), returned)
 
     def _begin(self, spec: TableSpec, rows: Sequence[Row], *, pool_wait_s: float | None = None) -> _Transaction:
         """A pooled connection, a transaction on it, the rows COPYed into its staging table."""
