@@ -52,6 +52,14 @@ class SchemaNotFound(MdsSinkError, LookupError):
     """The writer schema id is unknown to the schema source: the record is poison."""
 
 
+class InputError(MdsSinkError):
+    """Input that cannot be read at all from some point on (not text, not gzip)."""
+
+
+class MigrationError(MdsSinkError):
+    """A migration command that cannot run as asked (an unknown revision, say)."""
+
+
 class LineError(MdsSinkError, ValueError):
     """A line of NDJSON input that cannot become a record."""
 

@@ -44,5 +44,6 @@ def configure(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("psycopg.pool", "alembic.runtime.migration"):
+    # alembic.runtime.plugins lists every plugin it sets up, at INFO, on every command.
+    for noisy in ("psycopg.pool", "alembic.runtime.migration", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import typer
 
-from mds_sink.cli.common import fail, owner_url, settings
+from mds_sink.cli.common import confirm, fail, owner_url, settings
 from mds_sink.cli.control import aggregates_app, policies_app, retention_app
+from mds_sink.cli.tenants import tenants_app
 from mds_sink.config.settings import Settings
 from mds_sink.db import migrate
-from mds_sink.errors import SettingsError
+from mds_sink.errors import MigrationError, SettingsError
 
 T = TypeVar("T")
 
 admin_app = typer.Typer(no_args_is_help=True, help="Schema, policies and tenants of the sink's database.")
-tenants_app = typer.Typer(no_args_is_help=True, help="Tenants whose data the sink accepts.")
 admin_app.add_typer(tenants_app, name="tenants")
 admin_app.add_typer(policies_app, name="policies")
 admin_app.add_typer(aggregates_app, name="aggregates")
@@ -30,18 +28,33 @@ admin_app.add_typer(retention_app, name="retention")
 @admin_app.command("migrate")
 def admin_migrate(to: Annotated[str, typer.Option("--to", help="Target revision.")] = "head") -> None:
     """Upgrade the database schema (to head by default). Concurrent runs wait for each other."""
-    _move_schema(lambda s: migrate.upgrade(s, to))
+    _move_schema(lambda s: migrate.upgrade(s, to), settings())
 
 
 @admin_app.command("downgrade")
-def admin_downgrade(revision: str) -> None:
-    """Downgrade the database schema to REVISION (`base` removes everything)."""
-    _move_schema(lambda s: migrate.downgrade(s, revision))
-
-
-def _move_schema(step: Callable[[Settings], None]) -> None:
-    """Run an upgrade or downgrade, each revision it passes logged, and print where the schema is."""
+def admin_downgrade(
+    revision: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask: data will be lost.")] = False
+) -> None:
+    """Downgrade the database schema to REVISION (`base` removes every table and row)."""
     s = settings()
+    current = _guard(lambda: migrate.current_revision(s), s)
+    undone = _guard(lambda: migrate.undone_by_downgrade(s, current, revision), s)
+    if not undone:
+        typer.echo(f"database at revision {current or '(none)'}: nothing to downgrade to {revision}")
+        return
+    rows = _guard(lambda: migrate.table_rows(s), s)
+    held = ", ".join(f"{name} {'?' if n is None else f'{n:,}'}" for name, n in rows.items() if n != 0)
+    steps = "; ".join(f"{rev} {doc}".strip() for rev, doc in undone)
+    confirm(
+        f"downgrade {current} -> {revision} undoes {len(undone)} migration(s) ({steps}) and drops what they "
+        f"created{'' if revision != 'base' else ': every table'}; rows now: {held or 'none'}",
+        yes,
+    )
+    _move_schema(lambda s: migrate.downgrade(s, revision), s)
+
+
+def _move_schema(step: Callable[[Settings], None], s: Settings) -> None:
+    """Run an upgrade or downgrade, each revision it passes logged, and print where the schema is."""
     logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
     _guard(lambda: step(s), s)
     typer.echo(f"database at revision {migrate.current_revision(s)}")
@@ -88,65 +101,12 @@ def _guard(action: Callable[[], T], s: Settings) -> T:
     """The action's result; an unreachable database or a wrong setting is one line and exit 1."""
     try:
         return action()
-    except SettingsError as exc:
+    except (SettingsError, MigrationError) as exc:
         raise fail(str(exc)) from None
     except Exception as exc:
         from mds_sink.db.dsn import unreachable  # noqa: PLC0415
 
         reason = unreachable(owner_url(s), exc)
         if reason is not None:
-            raise fail(reason) from None
+            raise fail(reason, 1) from None
         raise
-
-
-# -- admin: tenants ---------------------------------------------------------------------------------
-@tenants_app.command("add")
-def tenants_add(
-    name: str,
-    tenant_id: Annotated[str | None, typer.Option("--id", help="UUID; a new one when omitted.")] = None,
-) -> None:
-    """Add a tenant (active)."""
-    from mds_sink.control import tenants  # noqa: PLC0415  (psycopg only for the commands using it)
-
-    s = settings()
-    try:
-        tid = uuid.UUID(tenant_id) if tenant_id else uuid.uuid4()
-    except ValueError:
-        raise fail(f"--id {tenant_id!r} is not a UUID") from None
-    typer.echo(tenants.add(owner_url(s), name, tid).describe())
-
-
-@tenants_app.command("list")
-def tenants_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List tenants."""
-    from mds_sink.control import tenants  # noqa: PLC0415
-
-    found = tenants.list_all(owner_url(settings()))
-    if as_json:
-        typer.echo(
-            json.dumps([{"tenant_id": t.tenant_id, "name": t.name, "active": t.active} for t in found], indent=2)
-        )
-        return
-    for t in found:
-        typer.echo(t.describe())
-
-
-def _set_active(tenant: str, active: bool) -> None:
-    from mds_sink.control import tenants  # noqa: PLC0415
-
-    changed = tenants.set_active(owner_url(settings()), tenant, active)
-    if changed is None:
-        raise fail(f"no tenant with id or name {tenant!r}", 1)
-    typer.echo(changed.describe())
-
-
-@tenants_app.command("disable")
-def tenants_disable(tenant: str) -> None:
-    """Disable a tenant (by id or name): its records are dead-lettered from then on."""
-    _set_active(tenant, False)
-
-
-@tenants_app.command("enable")
-def tenants_enable(tenant: str) -> None:
-    """Enable a tenant again (by id or name)."""
-    _set_active(tenant, True)

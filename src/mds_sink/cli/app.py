@@ -12,10 +12,11 @@ import typer
 
 from mds_sink import __version__
 from mds_sink.cli.admin import admin_app
-from mds_sink.cli.common import fail, settings, use_config
+from mds_sink.cli.common import confirm, fail, settings, use_config
 from mds_sink.cli.control import query_app
 from mds_sink.cli.dlq import dlq_app
-from mds_sink.errors import BrokerUnavailable, SettingsError, StartupError
+from mds_sink.cli.progress import progress
+from mds_sink.errors import BrokerUnavailable, InputError, SettingsError, StartupError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 schemas_app = typer.Typer(no_args_is_help=True, help="The Avro schemas the sink reads.")
@@ -29,8 +30,19 @@ app.add_typer(dlq_app, name="dlq")
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.")]
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+]
+
+
 @app.callback()
-def main_options(config: ConfigOption = None) -> None:
+def main_options(config: ConfigOption = None, version: VersionOption = False) -> None:
     """mds-sink: drains market-data topics from Kafka into PostgreSQL/TimescaleDB."""
     use_config(config)
 
@@ -87,8 +99,11 @@ def offsets_reset(
     if to != "earliest":
         raise fail("--to: only 'earliest' is supported")
     s = settings()
-    if not yes and not typer.confirm(f"reset group {s.kafka.group_id} to the earliest offsets?"):
-        raise typer.Exit(1)
+    confirm(
+        f"reset group {s.kafka.group_id} to the earliest offsets of {', '.join(sorted(s.topics.table_by_topic()))}: "
+        "every record is consumed again (the rows do not change)",
+        yes,
+    )
     try:
         reset = reset_group(s)
     except StartupError as exc:
@@ -103,7 +118,7 @@ def produce(
     topic: Annotated[str | None, typer.Option(help="Override the topic from settings.")] = None,
 ) -> None:
     """Publish NDJSON as Avro records in the sink's wire format; bad lines are reported and skipped."""
-    from mds_sink.client.produce import open_lines, publish, table_for  # noqa: PLC0415
+    from mds_sink.client.produce import count_lines, open_lines, publish, table_for  # noqa: PLC0415
 
     s = settings()
     try:
@@ -114,10 +129,12 @@ def produce(
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror}") from None
     try:
-        with lines:
-            done = publish(s, spec, lines, topic=topic, schemas_dir=s.schemas)
+        with lines, progress(f"producing {spec.record} records", total=count_lines(file), unit="lines") as advance:
+            done = publish(s, spec, lines, topic=topic, schemas_dir=s.schemas, progress=advance)
     except BrokerUnavailable as exc:
         raise fail(str(exc), 1) from None
+    except InputError as exc:
+        raise fail(f"{file}: {exc}", 1) from None
     for error in done.bad_lines:
         typer.echo(f"{file}: {error}", err=True)
     skipped = f"; {len(done.bad_lines)} bad lines skipped" if done.bad_lines else ""
@@ -138,9 +155,32 @@ def demo() -> None:
         raise fail(str(exc)) from None
 
 
+def config_first(argv: list[str]) -> list[str]:
+    """`-c/--config FILE` wherever it is given (after the sub-command too) moved in front, where the
+    top-level option that reads it is."""
+    moved: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            moved += [arg, argv[i + 1]]
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            moved.append(arg)
+        elif arg == "--":  # what follows is data, never options
+            rest += argv[i:]
+            break
+        else:
+            rest.append(arg)
+        i += 1
+    return moved + rest
+
+
 def main() -> None:
     try:
-        app()
+        app(args=config_first(sys.argv[1:]), prog_name="mds-sink")
     except SettingsError as exc:
         typer.echo(f"mds-sink: {exc}", err=True)
         sys.exit(2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -20,6 +21,16 @@ def use_config(path: Path | None) -> None:
 def fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"mds-sink: {message}", err=True)
     return typer.Exit(code)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Go on only with --yes or a "yes" typed at a terminal; never on a closed or piped stdin."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise fail(f"{question}; no terminal to ask on: pass --yes to confirm")
+    if not typer.confirm(f"{question}. Go on?", default=False, err=True):
+        raise fail("nothing was changed", 1)
 
 
 def settings() -> Settings:

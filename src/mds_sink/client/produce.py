@@ -11,7 +11,8 @@ import gzip
 import io
 import json
 import sys
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from mds_sink.avro.codec import AvroSchema, encode, load_schema_file, local_sche
 from mds_sink.config.settings import Settings
 from mds_sink.core.catalog import CATALOG, TABLES
 from mds_sink.core.tables import TableSpec
-from mds_sink.errors import BrokerUnavailable, LineError
+from mds_sink.errors import BrokerUnavailable, InputError, LineError
 from mds_sink.kafka.clients import producer_config
 
 
@@ -44,6 +45,17 @@ def open_lines(path: str) -> TextIO:
     if p.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8")
     return p.open(encoding="utf-8")
+
+
+def count_lines(path: str) -> int | None:
+    """Lines of a file, for an ETA; None for stdin or input that cannot be read through (reported later)."""
+    if path == "-":
+        return None
+    try:
+        with open_lines(path) as lines:
+            return sum(1 for line in lines if line.strip())
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error):
+        return None
 
 
 def _timestamp_us(value: Any, name: str) -> int:
@@ -119,13 +131,31 @@ def encoder_for(spec: TableSpec, schemas_dir: Path, schema_id: int | None = None
     return RecordEncoder(spec, schema, local_schema_id(schema) if schema_id is None else schema_id)
 
 
+def _read(lines: TextIO) -> Iterator[tuple[int, str]]:
+    """Numbered lines; input that is not text (binary, a .gz that is not gzip) stops with one clear line."""
+    n = 0
+    it = iter(lines)
+    while True:
+        try:
+            line = next(it)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            raise InputError(f"line {n + 1}: not UTF-8 text (byte {exc.object[exc.start]:#04x})") from None
+        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            raise InputError(f"line {n + 1}: not a readable gzip stream ({exc})") from None
+        n += 1
+        yield n, line
+
+
 def encoded_lines(lines: TextIO, encoder: RecordEncoder) -> Iterator[tuple[bytes, bytes] | LineError]:
-    for n, line in enumerate(lines, start=1):
+    for n, line in _read(lines):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-            yield encoder.key(obj), encoder.encode(obj)
+            value = encoder.encode(obj)  # first: it refuses anything but a JSON object
+            yield encoder.key(obj), value
         except ValueError as exc:
             yield LineError(n, str(exc))
 
@@ -138,9 +168,17 @@ class Published:
 
 
 def publish(
-    settings: Settings, spec: TableSpec, lines: TextIO, *, topic: str | None = None, schemas_dir: Path
+    settings: Settings,
+    spec: TableSpec,
+    lines: TextIO,
+    *,
+    topic: str | None = None,
+    schemas_dir: Path,
+    progress: Callable[[int], None] | None = None,
 ) -> Published:
-    """Encode and produce every good line; waits for the broker to acknowledge all of them."""
+    """Encode and produce every good line; waits for the broker to acknowledge all of them. `progress` is
+    told of each line read. Input that stops being readable raises InputError once what came before it
+    is acknowledged."""
     target = topic or getattr(settings.topics, spec.name)
     schema_id = None
     if settings.kafka.schema_registry_url:
@@ -159,23 +197,31 @@ def publish(
 
     sent = 0
     bad: list[LineError] = []
-    for item in encoded_lines(lines, encoder):
-        if isinstance(item, LineError):
-            bad.append(item)
-            continue
-        key, value = item
-        while True:
-            try:
-                producer.produce(target, value=value, key=key, on_delivery=delivered)
-                break
-            except BufferError:  # local queue full: serve delivery reports to make room
-                producer.poll(0.1)
-        producer.poll(0)
-        sent += 1
+    unreadable: InputError | None = None
+    try:
+        for item in encoded_lines(lines, encoder):
+            if progress is not None:
+                progress(1)
+            if isinstance(item, LineError):
+                bad.append(item)
+                continue
+            key, value = item
+            while True:
+                try:
+                    producer.produce(target, value=value, key=key, on_delivery=delivered)
+                    break
+                except BufferError:  # local queue full: serve delivery reports to make room
+                    producer.poll(0.1)
+            producer.poll(0)
+            sent += 1
+    except InputError as exc:
+        unreadable = exc  # what was produced before it is still acknowledged (or reported) below
     remaining = producer.flush(60)
     if remaining or failed:
         raise BrokerUnavailable(
             f"{remaining + len(failed)} of {sent} records to {target} not acknowledged "
             f"({failed[0] if failed else 'timeout'})"
         )
+    if unreadable is not None:
+        raise InputError(f"{unreadable}; the {sent} records before it were produced to {target}")
     return Published(target, sent, bad)

@@ -39,7 +39,7 @@ _RESERVED_CONSUMER_OPTIONS = frozenset(
 )
 
 
-_SECRET_FIELDS = frozenset({"url", "owner_url", "reader_url", "admin_token"})
+_SECRET_FIELDS = frozenset({"url", "owner_url", "reader_url", "roles_url", "admin_token"})
 
 # Producer options the dead-letter guarantee rests on (acknowledged by every in-sync replica, no
 # duplicates or reordering on a retry), with the values that keep it.
@@ -143,6 +143,10 @@ class DatabaseSettings(_Group):
     reader_url: SecretStr | None = Field(
         default=None, description="Connection of the read-only role, for `query` commands."
     )
+    roles_url: SecretStr | None = Field(
+        default=None,
+        description="Connection of a role with CREATEROLE, for `admin tenants reader` (default: owner_url).",
+    )
     writer_role: str = "mds_writer"
     reader_role: str = "mds_reader"
 
@@ -156,11 +160,31 @@ class DatabaseSettings(_Group):
     )
     statement_timeout_ms: int = Field(default=60_000, ge=0)
 
-    @field_validator("url", "owner_url", "reader_url")
+    @field_validator("url", "owner_url", "reader_url", "roles_url")
     @classmethod
     def _postgres_url(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and not v.get_secret_value().startswith(("postgresql://", "postgres://")):
+        if v is None:
+            return v
+        url = v.get_secret_value()
+        if not url.startswith(("postgresql://", "postgres://")):
             raise ValueError("expected a postgresql:// URL")
+        # libpq's own parser (multi-host URLs and query parameters included), so that a URL it cannot
+        # read is refused here, in one line, and not deep inside the first connection.
+        from psycopg import ProgrammingError  # noqa: PLC0415  (the database commands load it anyway)
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+        # Never quote the parts: a misplaced password would be echoed back.
+        encode = "percent-encode @, :, / and [ ] in the user name and password"
+        try:
+            info = conninfo_to_dict(url)
+        except ProgrammingError:
+            raise ValueError(f"not a URL libpq can read; {encode}") from None
+        # libpq parses leniently and fails only when it connects: check what it read.
+        for port in str(info.get("port") or "").split(","):
+            if port and not (port.isdigit() and 0 < int(port) < 65_536):
+                raise ValueError(f"its port is not a number from 1 to 65535; {encode}")
+        if any(c in str(info.get("host") or "") for c in "@[]"):
+            raise ValueError(f"its host name holds @ or [ ]; {encode}")
         return v
 
     def require_owner_url(self, purpose: str = "for admin commands (the role that owns the schema)") -> str:

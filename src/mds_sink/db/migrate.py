@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from mds_sink.config.resources import resource_dir
 from mds_sink.config.settings import Settings
+from mds_sink.errors import MigrationError
 
 # Alembic and SQLAlchemy take a quarter of a second to import: only the commands that migrate load them.
 if TYPE_CHECKING:
@@ -62,11 +63,52 @@ def _locked_connection(settings: Settings) -> Iterator[Connection]:
 
 
 def _run(settings: Settings, action: Callable[[Config], None]) -> None:
+    from alembic.util.exc import CommandError  # noqa: PLC0415
+
     with _locked_connection(settings) as conn:
         config = alembic_config(settings)
         config.attributes["connection"] = conn
-        action(config)
+        try:
+            action(config)
+        except CommandError as exc:  # an unknown or ambiguous revision: nothing ran
+            raise MigrationError(f"{exc}; `mds-sink admin history` lists the revisions") from None
         conn.commit()
+
+
+def undone_by_downgrade(settings: Settings, current: str | None, target: str) -> list[tuple[str, str]]:
+    """(revision, message) of each migration a downgrade from `current` to `target` undoes, newest first."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+    from alembic.script.revision import RevisionError  # noqa: PLC0415
+
+    if current is None:
+        return []
+    script = ScriptDirectory.from_config(alembic_config(settings))
+    try:
+        steps = list(script.iterate_revisions(current, "base" if target == "base" else target))
+    except RevisionError as exc:
+        raise MigrationError(f"{exc}; `mds-sink admin history` lists the revisions") from None
+    return [(str(r.revision), (r.doc or "").rstrip(".")) for r in steps if r.revision != target]
+
+
+def table_rows(settings: Settings) -> dict[str, int | None]:
+    """Rows of every table of the schema, exactly; None where counting took over 10 s."""
+    import psycopg  # noqa: PLC0415
+    from psycopg import sql  # noqa: PLC0415
+
+    counts: dict[str, int | None] = {}
+    with psycopg.connect(settings.database.require_owner_url(), autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '10s'")
+        names = conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p') "
+            "AND relname <> 'alembic_version' ORDER BY relname"
+        ).fetchall()
+        for (name,) in names:
+            try:
+                row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()
+                counts[name] = None if row is None else int(row[0])
+            except psycopg.errors.QueryCanceled:
+                counts[name] = None
+    return counts
 
 
 def upgrade(settings: Settings, revision: str = "head") -> None:

@@ -228,10 +228,12 @@ def _handler(sink: SinkControl) -> type[BaseHTTPRequestHandler]:
                     return
             try:
                 length = int(self.headers.get("Content-Length") or 0)
+                if length < 0:
+                    raise ValueError(length)
             except ValueError:
                 self._send(json_response(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"}))
                 return
-            if length > http_admin.MAX_BODY_BYTES or length < 0:
+            if length > http_admin.MAX_BODY_BYTES:
                 self._send(json_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"}))
                 return
             body = self.rfile.read(length) if length else b""
@@ -258,6 +260,13 @@ def _handler(sink: SinkControl) -> type[BaseHTTPRequestHandler]:
             self._dispatch()
 
     return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    # The standard library listens with a backlog of 5: a few idle keep-alive connections plus a burst
+    # of scrapes and probes were enough to make a probe time out.
+    request_queue_size = 128
+    daemon_threads = True
 
 
 class SidePort:
@@ -294,12 +303,11 @@ def start_side_port(sink: SinkControl) -> SidePort:
     # Every other gauge is set by the consumer loop and freezes with it; this one is read at scrape time.
     metrics.HEARTBEAT_AGE.set_function(lambda: time.monotonic() - sink.state.heartbeat)
     try:
-        server = ThreadingHTTPServer((http.host, http.port), _handler(sink))
+        server = _Server((http.host, http.port), _handler(sink))
     except OSError as exc:
         raise StartupError(
             f"cannot listen on {http.host}:{http.port} (settings http.host, http.port): {exc.strerror or exc}"
         ) from None
-    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="mds-http", daemon=True).start()
     port = SidePort(server)
     _PORTS[sink] = port

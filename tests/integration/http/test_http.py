@@ -6,7 +6,9 @@ for them: what reaches the database and which offsets are committed show what th
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -16,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -244,7 +247,35 @@ def test_bad_bodies_get_400_with_the_reason(clean: Side) -> None:
         check_documented(method, path, reply)
     too_big = call(clean.base, "POST", "/admin/pause", b"{" + b" " * 20_000 + b"}")
     assert too_big.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert raw_status(clean.base, "POST", "/admin/pause", {"Content-Length": "-5"}) == HTTPStatus.BAD_REQUEST
+    assert raw_status(clean.base, "POST", "/admin/pause", {"Content-Length": "ten"}) == HTTPStatus.BAD_REQUEST
     assert clean.status()["paused"] == []
+
+
+def raw_status(base: str, method: str, path: str, headers: Mapping[str, str]) -> int:
+    """A request with headers exactly as given (urllib would set Content-Length itself)."""
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    connection = http.client.HTTPConnection(host or "127.0.0.1", port, timeout=15)
+    try:
+        connection.putrequest(method, path)
+        connection.putheader("Authorization", f"Bearer {TOKEN}")
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_probes_answer_while_many_idle_connections_are_held(clean: Side) -> None:
+    host, port = urlsplit(clean.base).hostname, urlsplit(clean.base).port
+    idle = [socket.create_connection((host or "127.0.0.1", port or 0), timeout=5) for _ in range(64)]
+    try:
+        answered = [call(clean.base, "GET", "/healthz").status for _ in range(40)]
+    finally:
+        for held in idle:
+            held.close()
+    assert answered == [HTTPStatus.OK] * 40
 
 
 def test_pausing_a_partition_holds_its_records_until_resumed(clean: Side) -> None:
