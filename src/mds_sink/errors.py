@@ -16,6 +16,7 @@ class ErrorClass(Enum):
     POISON = "poison"
     TRANSIENT = "transient"
     FENCED = "fenced"
+    FATAL = "fatal"  # stop now, no retry (errors.tolerance=stop met a bad record)
     UNKNOWN = "unknown"
 
 
@@ -37,6 +38,11 @@ class BrokerUnavailable(MdsSinkError):
 
 class SinkFailed(MdsSinkError, RuntimeError):
     """A flush failed for good: the sink stops, committing nothing after it (a restart re-delivers it)."""
+
+
+class StoppedOnBadRecord(MdsSinkError):
+    """errors.tolerance is `stop` and a record would be dead-lettered: the sink stops before its batch
+    commits, so the record is read again after a restart."""
 
 
 class OwnershipLost(MdsSinkError):

@@ -127,7 +127,8 @@ def preset(*, topics: Iterable[str], tables: Iterable[str]) -> None:
     for stage in FLUSH_STAGES:
         FLUSH_SECONDS.labels(stage)
     for error_class in ErrorClass:
-        if error_class not in (ErrorClass.POISON, ErrorClass.FENCED):  # dead-lettered or fatal, never retried
+        # dead-lettered, fenced or fatal: never retried
+        if error_class not in (ErrorClass.POISON, ErrorClass.FENCED, ErrorClass.FATAL):
             RETRIES.labels(error_class.value)
     for result in COMMIT_RESULTS:
         COMMITS.labels(result)

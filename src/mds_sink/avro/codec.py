@@ -127,7 +127,9 @@ class Decoder:
 
     def decode(self, value: bytes | None) -> dict[str, Any]:
         if value is None:
-            raise decode_error("empty_value", "the record has no value (tombstone)")
+            raise decode_error("null_value", "the record has no value (a tombstone)")
+        if not value:
+            raise decode_error("empty_value", "the record's value is empty (0 bytes)")
         if len(value) < HEADER.size:
             raise decode_error("truncated", f"value of {len(value)} bytes is shorter than the 5-byte header")
         magic, schema_id = HEADER.unpack_from(value)

@@ -264,6 +264,26 @@ else:
     )
 
 
+class ErrorsSettings(_Group):
+    """What a bad record does, as Kafka Connect's errors.tolerance and its dead-letter context headers."""
+
+    tolerance: Literal["dead-letter", "stop"] = Field(
+        default="dead-letter",
+        description=(
+            "dead-letter: a bad record goes to the dead-letter topic and the good ones go on (Connect's "
+            "errors.tolerance=all with a DLQ); stop: the sink stops before the batch holding it commits "
+            "(errors.tolerance=none)."
+        ),
+    )
+    context_headers: bool = Field(
+        default=False,
+        description=(
+            "Add mds.dlq.exception.class and mds.dlq.exception.stacktrace (at most 4,000 characters) to dead "
+            "letters (Connect's errors.deadletterqueue.context.headers.enable)."
+        ),
+    )
+
+
 class ValidationSettings(_Group):
     max_future_skew_s: int = Field(default=300, ge=0, description="How far into the future a timestamp may be.")
     symbol_max_length: int = Field(default=32, ge=1, le=256)
@@ -300,6 +320,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     topics: TopicsSettings = TopicsSettings()
     validation: ValidationSettings = ValidationSettings()
+    errors: ErrorsSettings = ErrorsSettings()
     retry: RetrySettings = RetrySettings()
     log: LogSettings = LogSettings()
     policies: PolicySettings = PolicySettings()

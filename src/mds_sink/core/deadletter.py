@@ -14,6 +14,11 @@ Header scheme (all values UTF-8 text):
 | mds.dlq.sink.version | version of mds-sink that refused it |
 | mds.dlq.failed.at | time of failure, ISO 8601 UTC |
 | mds.dlq.replay.count | how many times it was replayed already (0 on first failure) |
+| mds.dlq.exception.class | with errors.context_headers: the exception's class, module-qualified |
+| mds.dlq.exception.stacktrace | with errors.context_headers: its stack trace, at most 4,000 characters |
+
+Decode reasons: `null_value` (a tombstone), `empty_value` (0 bytes), `truncated` (shorter than its
+header or its Avro body), `bad_magic`, `unknown_schema`, `schema_mismatch`, `corrupt_avro`.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ def build(
     group: str,
     version: str,
     now: datetime,
+    context: bool = False,
 ) -> DeadLetterRecord:
     source = dead.source
     message = source.message
@@ -88,4 +94,7 @@ def build(
     ]
     if rejection.field:
         reason.append((PREFIX + "field", rejection.field.encode()))
+    if context and rejection.exception is not None:
+        reason.append((PREFIX + "exception.class", rejection.exception.encode()))
+        reason.append((PREFIX + "exception.stacktrace", (rejection.trace or "").encode()))
     return DeadLetterRecord(dead_letter_topic(topic_pattern, source.topic), key, value, kept + reason)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from mds_sink.core.rejection import Rejection
-from mds_sink.errors import BrokerUnavailable, ErrorClass, OwnershipLost
+from mds_sink.core.rejection import Rejection, with_context
+from mds_sink.errors import BrokerUnavailable, ErrorClass, OwnershipLost, StoppedOnBadRecord
 
 _POISON_CLASSES = frozenset({"22", "23"})
 _TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
@@ -48,6 +48,8 @@ def _is_row_security(exc: psycopg.Error) -> bool:
 def classify(exc: BaseException) -> ErrorClass:
     if isinstance(exc, OwnershipLost):
         return ErrorClass.FENCED
+    if isinstance(exc, StoppedOnBadRecord):
+        return ErrorClass.FATAL
     if isinstance(exc, PoolTimeout):
         return ErrorClass.TRANSIENT
     if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
@@ -81,4 +83,4 @@ def write_rejection(exc: psycopg.Error) -> Rejection:
     primary = exc.diag.message_primary or str(exc).splitlines()[0]
     detail = f" ({exc.diag.constraint_name})" if exc.diag.constraint_name else ""
     column = exc.diag.column_name
-    return Rejection("write", code, f"SQLSTATE {state}: {primary}{detail}", column)
+    return with_context(Rejection("write", code, f"SQLSTATE {state}: {primary}{detail}", column), exc)

@@ -10,6 +10,7 @@ from mds_sink import __version__, metrics
 from mds_sink.config.settings import Settings
 from mds_sink.core import deadletter
 from mds_sink.core.batcher import DeadLetter
+from mds_sink.errors import StoppedOnBadRecord
 from mds_sink.kafka.clients import DeadLetterProducer
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,15 @@ class DeadLetters:
         self._settings = settings
 
     def send(self, dead: Sequence[DeadLetter]) -> None:
-        """Produce and wait for the broker's acknowledgement (on the flush thread); raises if not acknowledged."""
+        """Produce and wait for the broker's acknowledgement (on the flush thread); raises if not acknowledged.
+        With errors.tolerance `stop`, raises StoppedOnBadRecord instead, before anything is produced."""
+        if dead and self._settings.errors.tolerance == "stop":
+            first = dead[0].source
+            more = f" (and {len(dead) - 1} more in the batch)" if len(dead) > 1 else ""
+            raise StoppedOnBadRecord(
+                f"{first.topic}[{first.partition}] offset {first.offset}: {dead[0].rejection.describe()}{more}; "
+                "errors.tolerance is stop: nothing of the batch was committed"
+            )
         now = datetime.now(UTC)
         records = [
             deadletter.build(
@@ -33,6 +42,7 @@ class DeadLetters:
                 group=self._settings.kafka.group_id,
                 version=__version__,
                 now=now,
+                context=self._settings.errors.context_headers,
             )
             for d in dead
         ]

@@ -21,7 +21,7 @@ import psycopg
 from mds_sink.avro.codec import Decoder
 from mds_sink.core.batcher import Batcher, DeadLetter, Source, TableBatch, TopicPartition
 from mds_sink.core.catalog import VALIDATORS
-from mds_sink.core.rejection import RecordRejected, field_error
+from mds_sink.core.rejection import RecordRejected, field_error, with_context
 from mds_sink.core.tables import TableSpec
 from mds_sink.core.validate import Record, Row, Rules
 from mds_sink.db.classify import classify, write_rejection
@@ -90,17 +90,13 @@ class Ingest:
             try:
                 row = lane.validate(lane.decode(value), rules)
             except RecordRejected as exc:
-                self._reject(batch, DeadLetter(source, exc.rejection), size)
+                self._reject(batch, DeadLetter(source, with_context(exc.rejection, exc)), size)
                 continue
             except (KeyError, TypeError, ValueError) as exc:  # a writer schema without a field the rules need
-                self._reject(batch, DeadLetter(source, field_error(exc)), size)
+                self._reject(batch, DeadLetter(source, with_context(field_error(exc), exc)), size)
                 continue
             batch.add(row, source, size)
         return counts, errors
-
-    def add(self, msg: Message, now_ms: float) -> None:
-        """One record (tests, tools); the consumer loop hands whole polls to add_all."""
-        self.add_all([msg], now_ms)
 
     def _reject(self, batch: TableBatch, dead: DeadLetter, size: int) -> None:
         batch.reject(dead.source, dead.rejection, size)

@@ -56,7 +56,8 @@ def test_round_trip_keeps_raw_values() -> None:
 
 def test_undecodable_values_have_reasons() -> None:
     good = framed(BAR)
-    assert reason(None) == "empty_value"
+    assert reason(None) == "null_value"  # a tombstone
+    assert reason(b"") == "empty_value"
     assert reason(b"\x00\x01") == "truncated"
     assert reason(b"\x01" + good[1:]) == "bad_magic"
     assert reason(frame(424242, good[5:])) == "unknown_schema"

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from mds_sink.core.batcher import DeadLetter, Source
 from mds_sink.core.deadletter import build, replay_count
-from mds_sink.core.rejection import Rejection
+from mds_sink.core.rejection import TRACE_MAX_CHARS, TRACE_MESSAGE_CHARS, Rejection, with_context
 
 
 class FakeMessage:
@@ -62,3 +62,25 @@ def test_shared_dead_letter_topic_and_field_header() -> None:
     assert record.topic == "mds.dead-letters"
     assert dict(record.headers)["mds.dlq.field"] == b"bid"
     assert replay_count(record.headers) == 0
+
+
+def _rejected_by(exc: BaseException) -> Rejection:
+    try:
+        raise exc
+    except ValueError as caught:
+        return with_context(Rejection("validate", "bad_price", "field 'close': not finite", "close"), caught)
+
+
+def test_context_headers_carry_the_exception_class_and_a_capped_stack_trace_only_when_asked() -> None:
+    dead = DeadLetter(Source("mds.bars", 0, 7, FakeMessage([])), _rejected_by(ValueError("x" * 10_000)))
+    when = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+    plain = dict(build(dead, topic_pattern="{topic}.dlq", group="g", version="v", now=when).headers)
+    assert "mds.dlq.exception.class" not in plain and "mds.dlq.exception.stacktrace" not in plain
+    full = dict(build(dead, topic_pattern="{topic}.dlq", group="g", version="v", now=when, context=True).headers)
+    assert full["mds.dlq.exception.class"] == b"builtins.ValueError"
+    trace = full["mds.dlq.exception.stacktrace"]
+    assert isinstance(trace, bytes)
+    text = trace.decode()
+    assert text.startswith("Traceback (most recent call last):") and "in _rejected_by" in text
+    assert text.endswith("ValueError: " + "x" * (TRACE_MESSAGE_CHARS - len("ValueError: ")) + "...\n")
+    assert len(text) <= TRACE_MAX_CHARS
