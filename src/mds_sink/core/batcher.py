@@ -62,7 +62,13 @@ class TableBatch:
         held = self.rows.get(key)
         if held is not None:
             if spec.on_conflict == "ignore":
-                # An outbox keeps the first request for a key; a repeat in the same batch is the same job.
+                # An outbox keeps the first request for a key; a repeat in the same batch is the same
+                # job, unless it asks for another one under that key.
+                at = spec.column_index
+                differs = [c for c in spec.conflict_columns if row[at[c]] != held[0][at[c]]]
+                if differs:
+                    self.reject(source, _conflict(key, differs), size)
+                    return
                 self._advance(source, size)
                 return
             rev = spec.revision_index
@@ -156,3 +162,13 @@ class Batcher:
     @property
     def buffered(self) -> int:
         return sum(b.records for b in self.batches.values())
+
+
+def _conflict(key: tuple[Any, ...], differs: list[str]) -> Rejection:
+    verb = "differs" if len(differs) == 1 else "differ"
+    return Rejection(
+        "validate",
+        "job_key_conflict",
+        f"idempotency key {key[-1]!r} already requests another job in this batch ({', '.join(differs)} {verb})",
+        differs[0],
+    )

@@ -112,6 +112,9 @@ class TableSpec:
     key: tuple[str, ...]
     time_column: str | None  # the hypertable dimension; None for non-time-series tables
     on_conflict: Literal["update", "ignore"] = "update"
+    # For an outbox ("ignore"): the columns that say which job a request is. A repeat of a key that
+    # differs in them is not the same request again but a conflict, dead-lettered as job_key_conflict.
+    conflict_columns: tuple[str, ...] = ()
     revision_column: str | None = None
     latest_price: LatestPriceFeed | None = None
     targets: tuple[Target, ...] = ()
@@ -122,6 +125,7 @@ class TableSpec:
     copy_binary: bool = False
     # Derived from the above once: every record's dedupe uses them, so they are not recomputed per call.
     column_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    column_index: dict[str, int] = field(init=False, repr=False, compare=False)
     key_of: Callable[[tuple[Any, ...]], tuple[Any, ...]] = field(init=False, repr=False, compare=False)
     revision_index: int | None = field(init=False, repr=False, compare=False)
     tenant_index: int = field(init=False, repr=False, compare=False)
@@ -142,6 +146,7 @@ class TableSpec:
         route_of = {value: place for place, t in enumerate(self.physical) for value in t.values}
         for attr, value in (
             ("column_names", names),
+            ("column_index", {n: i for i, n in enumerate(names)}),
             ("key_of", key_of),
             ("revision_index", revision),
             ("tenant_index", names.index("tenant_id")),
@@ -319,4 +324,5 @@ JOBS = TableSpec(
     key=("tenant_id", "idempotency_key"),
     time_column=None,
     on_conflict="ignore",  # an outbox: the first request for a key is the job; repeats change nothing
+    conflict_columns=("job_type", "payload", "priority"),
 )

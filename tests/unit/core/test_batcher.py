@@ -49,12 +49,22 @@ def test_a_lower_revision_never_replaces_a_higher_one_in_a_batch() -> None:
     assert batch.next_offsets == {("bars", 0): 7}  # the ignored record is still settled by this batch
 
 
-def test_outbox_keeps_the_first_request_for_a_key() -> None:
+def test_outbox_keeps_the_first_request_for_a_key_and_a_conflicting_one_is_dead_lettered() -> None:
     batch = Batcher(10, 100, 10_000).batch(JOBS, now_ms=0)
-    first = (TENANT, "k1", "backfill", "{}", 0, 1, None)
+    first = (TENANT, "k1", "backfill", '{"a":1}', 0, 1, None)
     batch.add(first, src(1, topic="jobs"), 10)
-    batch.add((TENANT, "k1", "other", "{}", 9, 2, None), src(2, topic="jobs"), 10)
+    batch.add((TENANT, "k1", "backfill", '{"a":1}', 0, 2, "retry"), src(2, topic="jobs"), 10)  # the same job again
+    batch.add((TENANT, "k1", "backfill", '{"a":2}', 0, 3, None), src(3, topic="jobs"), 10)  # another payload
+    batch.add((TENANT, "k1", "other", '{"a":1}', 9, 4, None), src(4, topic="jobs"), 10)  # another job
     assert [row for row, _ in batch.rows.values()] == [first]
+    assert [(d.source.offset, d.rejection.stage, d.rejection.code) for d in batch.dead_letters] == [
+        (3, "validate", "job_key_conflict"),
+        (4, "validate", "job_key_conflict"),
+    ]
+    assert batch.dead_letters[0].rejection.message == (
+        "idempotency key 'k1' already requests another job in this batch (payload differs)"
+    )
+    assert batch.next_offsets == {("jobs", 0): 5}
 
 
 def test_rejected_records_move_offsets_and_are_kept() -> None:
