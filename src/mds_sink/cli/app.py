@@ -12,6 +12,7 @@ import typer
 
 from mds_sink import __version__
 from mds_sink.cli.admin import admin_app
+from mds_sink.cli.backfill import backfill_app
 from mds_sink.cli.common import confirm, fail, settings, use_config
 from mds_sink.cli.control import query_app
 from mds_sink.cli.dlq import dlq_app
@@ -26,6 +27,7 @@ app.add_typer(query_app, name="query")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(offsets_app, name="offsets")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(backfill_app, name="backfill")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.")]
 

@@ -41,11 +41,13 @@ class WriteResult:
 @dataclass(frozen=True, slots=True)
 class Also:
     """One more statement run last in a flush's transaction (Writer.write's `also`); `check` sees its
-    rows before the commit and raises to roll the whole flush back."""
+    rows before the commit and raises to roll the whole flush back. `first`, if given, runs in the
+    same transaction before the upserts (with the same parameters; its rows are not read)."""
 
     statement: Any  # str or psycopg.sql.Composed
     params: Mapping[str, Any]
     check: Callable[[list[tuple[Any, ...]]], None] = lambda _rows: None
+    first: Any = None
 
 
 def open_pool(
@@ -175,6 +177,8 @@ class Writer:
             # flush thread waits on the network once, and re-takes the GIL from the decoding once.
             # Statements still run in order in this transaction; the first error aborts the rest.
             with txn.conn.pipeline():
+                if also is not None and also.first is not None:
+                    txn.cur.execute(also.first, also.params)
                 for tenant, targets in sorted(by_tenant.items()):
                     txn.cur.execute(SET_TENANT, (tenant,))
                     txn.cur.execute(upserts[targets], {"tenant": tenant})
