@@ -131,8 +131,8 @@ def produce(
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror}") from None
     try:
-        with lines, progress(f"producing {spec.record} records", total=count_lines(file), unit="lines") as advance:
-            done = publish(s, spec, lines, topic=topic, schemas_dir=s.schemas, progress=advance)
+        with lines, progress(f"producing {spec.record} records", total=count_lines(file), unit="lines") as shown:
+            done = publish(s, spec, lines, topic=topic, schemas_dir=s.schemas, progress=shown.advance)
     except BrokerUnavailable as exc:
         raise fail(str(exc), 1) from None
     except InputError as exc:

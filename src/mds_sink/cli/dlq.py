@@ -10,6 +10,7 @@ import typer
 
 from mds_sink.cli import render
 from mds_sink.cli.common import fail, settings
+from mds_sink.cli.progress import progress
 from mds_sink.dlq.view import Filters
 from mds_sink.errors import BrokerUnavailable
 
@@ -55,7 +56,8 @@ def dlq_stats(
     from mds_sink.dlq.view import stats  # noqa: PLC0415
 
     s = settings()
-    counted = stats(read_dead_letters(s, _filters(reason, topic, tenant, since, until, None, None)))
+    with progress("reading dead letters", unit="dead letters") as shown:
+        counted = stats(read_dead_letters(s, _filters(reason, topic, tenant, since, until, None, None), progress=shown))
     if as_json:
         typer.echo(
             json.dumps(
@@ -137,15 +139,19 @@ def dlq_replay(
 
     s = settings()
     try:
-        summary = replay(
-            s,
-            _filters(reason, topic, tenant, since, until, min_offset, max_offset),
-            dry_run=dry_run,
-            rate_per_s=rate,
-            max_replays=max_replays,
-            direct=direct,
-            from_beginning=from_beginning,
-        )
+        with progress(
+            "replaying dead letters" if not dry_run else "checking dead letters", unit="dead letters"
+        ) as shown:
+            summary = replay(
+                s,
+                _filters(reason, topic, tenant, since, until, min_offset, max_offset),
+                dry_run=dry_run,
+                rate_per_s=rate,
+                max_replays=max_replays,
+                direct=direct,
+                from_beginning=from_beginning,
+                progress=shown,
+            )
     except BrokerUnavailable as exc:
         raise fail(str(exc), 1) from None
     typer.echo(summary.line())

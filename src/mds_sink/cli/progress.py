@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import typer
 
@@ -18,39 +18,60 @@ if TYPE_CHECKING:
 QUIET_EVERY_S = 10.0
 
 
+class Tracker(Protocol):
+    """`advance(n)`, also by calling it; and `total(n)`."""
+
+    def __call__(self, n: int = 1) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def total(self, n: int | None) -> None:
+        """The amount of work, once known (an ETA needs it)."""
+        ...
+
+
 @contextmanager
-def progress(description: str, *, total: int | None = None, unit: str = "records") -> Iterator[Callable[[int], None]]:
-    """Yields `advance(n)`. The caller prints its own summary line when done."""
+def progress(description: str, *, total: int | None = None, unit: str = "records") -> Iterator[Tracker]:
+    """The caller prints its own summary line when done."""
     if sys.stderr.isatty():
         with _rich(description, total, unit) as on_terminal:
             yield on_terminal
         return
-    done = 0
-    started = last = time.monotonic()
+    yield _Quiet(description, total, unit)
 
-    def advance(n: int) -> None:
-        nonlocal done, last
-        done += n
+
+class _Quiet:
+    def __init__(self, description: str, total: int | None, unit: str) -> None:
+        self._description, self._total, self._unit = description, total, unit
+        self._done = 0
+        self._started = self._last = time.monotonic()
+
+    def total(self, n: int | None) -> None:
+        self._total = n
+
+    def __call__(self, n: int = 1) -> None:
+        self.advance(n)
+
+    def advance(self, n: int = 1) -> None:
+        self._done += n
         now = time.monotonic()
-        if now - last >= QUIET_EVERY_S:
-            last = now
-            rate = done / max(now - started, 1e-9)
-            of = f" of {total:,}" if total else ""
-            typer.echo(f"{description}: {done:,}{of} {unit} ({rate:,.0f}/s)", err=True)
-
-    yield advance
+        if now - self._last >= QUIET_EVERY_S:
+            self._last = now
+            rate = self._done / max(now - self._started, 1e-9)
+            of = f" of {self._total:,}" if self._total else ""
+            typer.echo(f"{self._description}: {self._done:,}{of} {self._unit} ({rate:,.0f}/s)", err=True)
 
 
 @contextmanager
-def _rich(description: str, total: int | None, unit: str) -> Iterator[Callable[[int], None]]:
+def _rich(description: str, total: int | None, unit: str) -> Iterator[Tracker]:
     from rich.console import Console  # noqa: PLC0415  (only on a terminal)
     from rich.progress import (  # noqa: PLC0415
         BarColumn,
         MofNCompleteColumn,
         Progress,
         ProgressColumn,
+        TaskID,
         TextColumn,
-        TimeElapsedColumn,
         TimeRemainingColumn,
     )
     from rich.text import Text as RichText  # noqa: PLC0415
@@ -60,8 +81,19 @@ def _rich(description: str, total: int | None, unit: str) -> Iterator[Callable[[
             speed = task.finished_speed or task.speed
             return RichText("" if speed is None else f"{speed:,.0f} {unit}/s")
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate()]
-    columns += [TimeRemainingColumn()] if total else [TimeElapsedColumn()]
+    class OnTerminal:
+        def __init__(self, bar: Progress, task: TaskID) -> None:
+            self._bar, self._task = bar, task
+
+        def advance(self, n: int = 1) -> None:
+            self._bar.advance(self._task, n)
+
+        def __call__(self, n: int = 1) -> None:
+            self.advance(n)
+
+        def total(self, n: int | None) -> None:
+            self._bar.update(self._task, total=n)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+        yield OnTerminal(bar, bar.add_task(description, total=total))

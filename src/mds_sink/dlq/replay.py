@@ -7,7 +7,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -94,13 +94,38 @@ def _read(consumer: Consumer, assign: list[TopicPartition], ends: dict[tuple[str
                 del remaining[tp]
 
 
-def read_dead_letters(settings: Settings, filters: Filters) -> Iterator[DeadLetterView]:
+class Progress(Protocol):
+    """Told how many dead letters there are to read, then of each one read."""
+
+    def total(self, n: int | None) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+
+class _Silent:
+    def total(self, n: int | None) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+def _to_read(assign: list[TopicPartition], ends: dict[tuple[str, int], int]) -> int:
+    return sum(ends[(tp.topic, tp.partition)] - tp.offset for tp in assign)
+
+
+def read_dead_letters(
+    settings: Settings, filters: Filters, *, progress: Progress | None = None
+) -> Iterator[DeadLetterView]:
+    shown = progress or _Silent()
     consumer = Consumer({**consumer_config(settings), "group.id": f"mds-sink-dlq-reader-{uuid.uuid4().hex[:8]}"})
     schemas = open_schema_source(settings, settings.schemas)
     try:
         decoder_by_topic = decoders(settings, schemas)
         assign, ends = _positions(settings, list(topics_of(settings)))
+        shown.total(_to_read(assign, ends))
         for msg in _read(consumer, assign, ends):
+            shown.advance()
             view = _view(msg, decoder_by_topic)
             if filters.matches(view):
                 yield view
@@ -192,6 +217,7 @@ def replay(
     max_replays: int = 3,
     direct: bool = False,
     from_beginning: bool = False,
+    progress: Progress | None = None,
 ) -> ReplaySummary:
     """Re-validate matching dead letters against the current schemas and tenants, then republish them
     to their source topic (or write them straight to the database). Progress is kept in a consumer
@@ -218,8 +244,11 @@ def replay(
         assign, ends = _positions(
             settings, topics, start=None if from_beginning else _committed(settings, consumer, topics)
         )
+        shown = progress or _Silent()
+        shown.total(_to_read(assign, ends))
         done: dict[tuple[str, int], int] = {}
         for msg in _read(consumer, assign, ends):
+            shown.advance()
             done[(msg.topic(), msg.partition())] = (msg.offset() or 0) + 1
             view = _view(msg, decoder_by_topic)
             admitted = replayer.admit(view)
