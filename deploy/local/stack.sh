@@ -558,6 +558,7 @@ print_env() {
     MDS_SINK_DATABASE__URL "postgresql://mds_writer:mds_writer@$HOST:$PG_PORT/mds" \
     MDS_SINK_DATABASE__OWNER_URL "postgresql://mds_owner:mds_owner@$HOST:$PG_PORT/mds" \
     MDS_SINK_DATABASE__READER_URL "postgresql://mds_reader:mds_reader@$HOST:$PG_PORT/mds" \
+    MDS_SINK_DATABASE__ROLES_URL "postgresql://mds_roles:mds_roles@$HOST:$PG_PORT/postgres" \
     MDS_STACK_PG_SUPERUSER_URL "postgresql://postgres:$(pg_superuser_password)@$HOST:$PG_PORT/postgres" \
     MDS_STACK_KAFKA_LIBS "$KAFKA_LIBS"
 }

@@ -15,6 +15,9 @@ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mds_reader') THEN
     CREATE ROLE mds_reader;
   END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mds_roles') THEN
+    CREATE ROLE mds_roles;
+  END IF;
 END
 $$;
 
@@ -24,6 +27,10 @@ ALTER ROLE mds_owner  LOGIN PASSWORD :'owner_password'  NOSUPERUSER NOBYPASSRLS 
 ALTER ROLE mds_writer LOGIN PASSWORD :'writer_password' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION;
 -- Reader: select only, through the policies the migrations create.
 ALTER ROLE mds_reader LOGIN PASSWORD :'reader_password' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION;
+-- Tenant credentials: creates, rotates and drops the login roles of `admin tenants reader` (roles_url).
+-- CREATEROLE only, kept apart from the owner: on PostgreSQL 15 it can grant itself nearly anything,
+-- so its credential stays with operators, never with a service.
+ALTER ROLE mds_roles  LOGIN PASSWORD :'roles_password'  NOSUPERUSER NOBYPASSRLS NOCREATEDB CREATEROLE NOINHERIT NOREPLICATION;
 
 SELECT 'CREATE DATABASE mds OWNER mds_owner'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'mds')

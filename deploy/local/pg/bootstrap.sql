@@ -14,6 +14,9 @@ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mds_reader') THEN
     CREATE ROLE mds_reader;
   END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mds_roles') THEN
+    CREATE ROLE mds_roles;
+  END IF;
 END
 $$;
 
@@ -23,6 +26,10 @@ ALTER ROLE mds_owner  LOGIN PASSWORD 'mds_owner'  NOSUPERUSER NOBYPASSRLS CREATE
 -- Application (sink) role and read-only role.
 ALTER ROLE mds_writer LOGIN PASSWORD 'mds_writer' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION;
 ALTER ROLE mds_reader LOGIN PASSWORD 'mds_reader' NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION;
+-- Tenant credentials: creates, rotates and drops the login roles of `admin tenants reader` (roles_url).
+-- CREATEROLE only, kept apart from the owner: on PostgreSQL 15 it can grant itself nearly anything,
+-- so its credential stays with operators, never with a service.
+ALTER ROLE mds_roles  LOGIN PASSWORD 'mds_roles'  NOSUPERUSER NOBYPASSRLS NOCREATEDB CREATEROLE NOINHERIT NOREPLICATION;
 
 SELECT 'CREATE DATABASE mds OWNER mds_owner'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'mds')

@@ -169,9 +169,14 @@ def policies_show(as_json: JsonOption = False) -> None:
         for a in sorted(state.aggregates.values(), key=lambda a: a.name)
     ]
     pending = [{"target": c.target, "change": c.what} for c in plan.changes]
+    failed = [
+        {"job_id": j.job_id, "proc": j.proc, "target": j.target, "failures": j.failures,
+         "last_run_status": j.last_status, "last_error": j.last_error}
+        for j in state.failed_jobs
+    ]  # fmt: skip
     if as_json:
         out = {"timescaledb": state.timescaledb, "tables": tables, "aggregates": aggs, "pending": pending}
-        typer.echo(json.dumps({**out, "notes": list(plan.notes)}, indent=2))
+        typer.echo(json.dumps({**out, "failed_jobs": failed, "notes": list(plan.notes)}, indent=2))
         return
     typer.echo(f"timescaledb: {state.timescaledb or 'not installed in this database'}")
     for rows in (tables, aggs):
@@ -180,6 +185,10 @@ def policies_show(as_json: JsonOption = False) -> None:
             typer.echo(render.table(columns, [tuple(r[c] for c in columns) for r in rows]))
     if not aggs:
         typer.echo("aggregates: none (admin policies apply creates them)")
+    for job in state.failed_jobs:
+        # e.g. "failed to start a background worker": max_worker_processes and
+        # timescaledb.max_background_workers too low for the jobs (docs/timescaledb.md).
+        typer.echo(f"failed {job.describe()}")
     for p in pending:
         typer.echo(f"pending {p['target']}: {p['change']}")
     for note in plan.notes:
@@ -250,6 +259,9 @@ def retention_apply() -> None:
 
 
 # -- query ------------------------------------------------------------------------------------------
+TENANT_HELP = "Tenant name or UUID; with a tenant reader's credential its own tenant (may be omitted)."
+
+
 def _show(result: Result, as_json: bool) -> None:
     typer.echo(
         render.json_rows(result.columns, result.rows)
@@ -260,8 +272,8 @@ def _show(result: Result, as_json: bool) -> None:
 
 @query_app.command("latest-prices")
 def query_latest_prices(
-    tenant: Annotated[str, typer.Option("--tenant", help="Tenant name or UUID.")],
     symbols: Annotated[str, typer.Option("--symbols", help="Comma-separated, e.g. AAPL,MSFT.")],
+    tenant: Annotated[str | None, typer.Option("--tenant", help=TENANT_HELP)] = None,
     vendor: Annotated[str | None, typer.Option("--vendor")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -278,10 +290,10 @@ def query_latest_prices(
 
 @query_app.command("bars")
 def query_bars(
-    tenant: Annotated[str, typer.Option("--tenant", help="Tenant name or UUID.")],
     symbol: Annotated[str, typer.Option("--symbol")],
     start: Annotated[datetime, typer.Option("--from", formats=_WHEN, help="UTC unless given.")],
     end: Annotated[datetime, typer.Option("--to", formats=_WHEN, help="Exclusive.")],
+    tenant: Annotated[str | None, typer.Option("--tenant", help=TENANT_HELP)] = None,
     timeframe: Annotated[str, typer.Option("--timeframe")] = "1m",
     vendor: Annotated[str | None, typer.Option("--vendor")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 10_000,

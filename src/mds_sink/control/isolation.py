@@ -3,7 +3,12 @@
 - `rls`: row-level security enabled and forced, policy `tenant_isolation` (migration 0001).
 - `guard`: row security off; the `tenant_guard` triggers (function from migration 0002) reject,
   with SQLSTATE 42501, any INSERT or UPDATE whose NEW or OLD tenant_id is not `app.tenant_id`;
-  readers select `tenant_view.<table>`, a security-barrier view with the same filter, never the table.
+  readers select `tenant_view.<table>`, a security-barrier view filtered by the caller's tenant, never
+  the table.
+
+Either way the views and the policies filter on `tenant_view.current_tenant()` (migration 0007): the
+tenant a reader role is bound to, or `app.tenant_id` for the roles trusted to choose it (owner, writer,
+gateway reader). The writer writes through the views too and has no privilege on the tables.
 
 The triggers carry the check in their WHEN clause, so the PL/pgSQL function only runs for a row it
 will refuse: a function call per row cost about 20% of upsert throughput, the WHEN clause about what
@@ -25,8 +30,17 @@ Mode = Literal["rls", "guard", "none"]
 GUARD_TRIGGER = "tenant_guard"  # the name start-up checks (preflight) look for
 GUARD_TRIGGERS = (GUARD_TRIGGER, "tenant_guard_old")
 VIEW_SCHEMA = "tenant_view"
+# What the write guard compares with: the setting (only trusted roles write; a WHEN clause cannot
+# hold the subquery below).
 CONTEXT = "NULLIF(pg_catalog.current_setting('app.tenant_id', true), '')::uuid"
-TENANT_FILTER = f"tenant_id = {CONTEXT}"
+# What views and policies filter on: a scalar subquery, evaluated once per statement.
+TENANT_FILTER = "tenant_id = (SELECT tenant_view.current_tenant())"
+# Every bound reader gets SELECT on a view created after it (`tenants reader create` grants the rest).
+GRANT_TO_TENANT_READERS = """DO $grant$ DECLARE r name; BEGIN
+    FOR r IN SELECT role_name FROM public.tenant_readers ORDER BY 1 LOOP
+        EXECUTE pg_catalog.format('GRANT SELECT ON tenant_view.%I TO %I', '{view}', r);
+    END LOOP;
+END $grant$"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +95,10 @@ def to_guard(table: str, current: Isolation, reader: str) -> list[str]:
 
 
 def tenant_view(name: str, reader: str, *, source: str | None = None) -> list[str]:
-    """A security-barrier view of `source` (default public.<name>) filtered by app.tenant_id."""
+    """A security-barrier view of `source` (default public.<name>) filtered by the caller's tenant."""
     return [
         f"CREATE VIEW {VIEW_SCHEMA}.{name} WITH (security_barrier) AS "
         f"SELECT * FROM {source or f'public.{name}'} WHERE {TENANT_FILTER}",
         f'GRANT SELECT ON {VIEW_SCHEMA}.{name} TO "{reader}"',
+        GRANT_TO_TENANT_READERS.format(view=name),
     ]

@@ -29,6 +29,34 @@ class TableState:
     orderby: tuple[str, ...] = ()  # "ts DESC", "vendor"
     compress_after: Interval | None = None  # the compression policy, if any
     keep: Interval | None = None  # the retention policy, if any
+    # Roles other than the owner and the read-only role (reader_on_table) with a privilege on the table:
+    # nobody needs one since migration 0007 (the writer too goes through tenant_view).
+    grantees: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """A TimescaleDB internal relation (chunk, compressed chunk, materialization) others may use."""
+
+    relation: str  # schema.name, quoted where needed
+    grantees: tuple[str, ...]  # "PUBLIC" for the pseudo-role
+
+
+@dataclass(frozen=True, slots=True)
+class FailedJob:
+    job_id: int
+    proc: str
+    target: str  # the hypertable or continuous aggregate
+    failures: int
+    last_status: str | None
+    last_error: str | None
+
+    def describe(self) -> str:
+        error = f"; last error: {self.last_error}" if self.last_error else ""
+        return (
+            f"job {self.job_id} {self.proc} on {self.target}: {self.failures} failed run(s), "
+            f"last run {self.last_status or 'never'}{error}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +79,8 @@ class DatabaseState:
     timescaledb: str | None  # the extension's version in this database
     tables: Mapping[str, TableState]
     aggregates: Mapping[str, AggregateState]  # the ones that exist
+    exposed: tuple[Exposure, ...] = ()  # TimescaleDB internal relations with a grantee but the owner
+    failed_jobs: tuple[FailedJob, ...] = ()  # policy jobs with a failed run
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +186,7 @@ def _table_changes(current: TableState, want: TablePolicy, *, has_aggregates: bo
                 (isolation.rls_off(t),),
             )
         )
+    changes.extend(_grantee_changes(current))
     if iso.reader_on_table:
         changes.append(
             Change(
@@ -245,6 +276,41 @@ def _aggregate_changes(state: DatabaseState, settings: PolicySettings, reader: s
     return changes, notes
 
 
+def _grantee_changes(current: TableState) -> list[Change]:
+    if not current.grantees:
+        return []
+    t = current.name
+    return [
+        Change(
+            t,
+            f"privileges of {', '.join(current.grantees)} on the table revoked (and so on any chunk of it): "
+            f"reads and the sink's writes go through tenant_view.{t}",
+            tuple(f"REVOKE ALL ON public.{t} FROM {grantee_sql(g)}" for g in current.grantees),
+        )
+    ]
+
+
+def grantee_sql(role: str) -> str:
+    return "PUBLIC" if role == "PUBLIC" else '"' + role.replace('"', '""') + '"'
+
+
+def _internal_changes(exposed: tuple[Exposure, ...]) -> list[Change]:
+    """Chunks copy the grants of their hypertable (compressed ones those of the compressed hypertable),
+    not its row security nor, for compressed chunks, its triggers: nobody but the owner may reach one.
+    Re-checked on every apply, since chunks come and go all the time."""
+    if not exposed:
+        return []
+    roles = sorted({g for e in exposed for g in e.grantees})
+    return [
+        Change(
+            "_timescaledb_internal",
+            f"privileges of {', '.join(roles)} on {len(exposed)} chunk, compressed-chunk or materialization "
+            "relation(s) revoked: only the owner reaches TimescaleDB's internals",
+            tuple(f"REVOKE ALL ON {e.relation} FROM {', '.join(grantee_sql(g) for g in e.grantees)}" for e in exposed),
+        )
+    ]
+
+
 def plan(state: DatabaseState, settings: PolicySettings, *, reader: str) -> Plan:
     """Everything `admin policies apply` would change, one transaction per table."""
     notes: list[str] = []
@@ -260,9 +326,14 @@ def plan(state: DatabaseState, settings: PolicySettings, *, reader: str) -> Plan
             "(no chunks, no compression); retention is `mds-sink admin retention apply`, which deletes old rows "
             "in batches (schedule it)"
         )
-        if agg_changes:
-            transactions.append(Transaction(tuple(agg_changes)))
+        plain = [c for t in sorted(state.tables) for c in _grantee_changes(state.tables[t])]
+        if plain or agg_changes:
+            transactions.append(Transaction(tuple(plain + agg_changes)))
         return Plan(tuple(transactions), tuple(notes))
+    handled = {name for name, t in state.tables.items() if name in settings.tables() and t.hypertable}
+    others = [c for t in sorted(set(state.tables) - handled) for c in _grantee_changes(state.tables[t])]
+    if others:
+        transactions.append(Transaction(tuple(others)))
     for name, want in settings.tables().items():
         current = state.tables.get(name)
         if current is None or not current.hypertable:
@@ -276,4 +347,7 @@ def plan(state: DatabaseState, settings: PolicySettings, *, reader: str) -> Plan
             changes += agg_changes  # after the switch to guard: a continuous aggregate needs it
         if changes:
             transactions.append(Transaction(tuple(changes)))
+    internal = _internal_changes(state.exposed)
+    if internal:
+        transactions.append(Transaction(tuple(internal)))
     return Plan(tuple(transactions), tuple(notes))

@@ -16,7 +16,16 @@ import psycopg
 
 from mds_sink.control import aggregates
 from mds_sink.control.isolation import GUARD_TRIGGERS, Isolation
-from mds_sink.control.policies import AggregateState, Change, DatabaseState, Plan, RefreshState, TableState
+from mds_sink.control.policies import (
+    AggregateState,
+    Change,
+    DatabaseState,
+    Exposure,
+    FailedJob,
+    Plan,
+    RefreshState,
+    TableState,
+)
 from mds_sink.core.catalog import TENANT_TABLES
 from mds_sink.core.intervals import Interval, parse_interval
 from mds_sink.db.migrate import MIGRATION_LOCK_KEY
@@ -28,6 +37,40 @@ SELECT c.relname, c.relrowsecurity AND c.relforcerowsecurity,
        has_table_privilege(%(reader)s, c.oid, 'SELECT')
 FROM pg_class c
 WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%(tables)s)
+"""
+
+# Who besides the owner (and the read-only role, reported on its own) holds a privilege on a table.
+GRANTEES_SQL = """
+SELECT relname, array_agg(DISTINCT grantee ORDER BY grantee) FROM (
+    SELECT c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee
+    FROM pg_class c, aclexplode(c.relacl) a
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%(tables)s) AND a.grantee <> c.relowner
+) g
+WHERE grantee <> %(reader)s
+GROUP BY relname
+"""
+
+# TimescaleDB's relations of the owner's hypertables (chunks, compressed hypertables and chunks,
+# materializations, the aggregates' partial and direct views) that anyone but their owner may use.
+EXPOSED_SQL = """
+SELECT relation, array_agg(DISTINCT grantee ORDER BY grantee) FROM (
+    SELECT format('%%I.%%I', n.nspname, c.relname) AS relation,
+           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a
+    WHERE n.nspname = '_timescaledb_internal' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+      AND c.relowner = (SELECT relowner FROM pg_class WHERE oid = 'public.tenants'::regclass)
+      AND a.grantee <> c.relowner
+) g
+GROUP BY relation ORDER BY relation
+"""
+
+FAILED_JOBS_SQL = """
+SELECT j.job_id, j.proc_name, j.hypertable_name, s.total_failures, s.last_run_status,
+       (SELECT e.err_message FROM timescaledb_information.job_errors e WHERE e.job_id = j.job_id
+        ORDER BY e.finish_time DESC NULLS LAST LIMIT 1)
+FROM timescaledb_information.jobs j JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id
+WHERE j.hypertable_schema = 'public' AND (s.total_failures > 0 OR s.last_run_status = 'Failed')
+ORDER BY j.job_id
 """
 
 HYPERTABLES_SQL = """
@@ -78,7 +121,13 @@ def read_state(conn: psycopg.Connection[Any], *, reader: str) -> DatabaseState:
             ISOLATION_SQL, {"triggers": list(GUARD_TRIGGERS), "reader": reader, "tables": list(TENANT_TABLES)}
         )
     }
-    tables = {name: TableState(name, iso) for name, iso in isolations.items()}
+    grantees = {
+        str(name): tuple(str(g) for g in roles)
+        for name, roles in conn.execute(GRANTEES_SQL, {"reader": reader, "tables": list(TENANT_TABLES)})
+    }
+    tables = {name: TableState(name, iso, grantees=grantees.get(name, ())) for name, iso in isolations.items()}
+    exposed: tuple[Exposure, ...] = ()
+    failed: tuple[FailedJob, ...] = ()
     names = [a.name for a in aggregates.AGGREGATES]
     continuous: set[str] = set()
     refresh: dict[str, RefreshState] = {}
@@ -121,7 +170,13 @@ def read_state(conn: psycopg.Connection[Any], *, reader: str) -> DatabaseState:
                 orderby=tuple(order),
                 compress_after=policies.get(("compress", name)),
                 keep=policies.get(("keep", name)),
+                grantees=tables[name].grantees,
             )
+        exposed = tuple(Exposure(str(rel), tuple(str(g) for g in roles)) for rel, roles in conn.execute(EXPOSED_SQL))
+        failed = tuple(
+            FailedJob(int(job), str(proc), str(target or ""), int(failures or 0), status, error)
+            for job, proc, target, failures, status, error in conn.execute(FAILED_JOBS_SQL)
+        )
     found = {
         name: AggregateState(
             name,
@@ -131,7 +186,7 @@ def read_state(conn: psycopg.Connection[Any], *, reader: str) -> DatabaseState:
         )
         for name, kind, has_view in conn.execute(AGGREGATES_SQL, (names,))
     }
-    return DatabaseState(version, tables, found)
+    return DatabaseState(version, tables, found, exposed, failed)
 
 
 @contextmanager

@@ -1,8 +1,14 @@
-"""`mds-sink query`: read helpers for operators, as the read-only role, through `tenant_view`.
+"""`mds-sink query`: read helpers for operators and collectors, through `tenant_view`.
 
 The views are the read path in both isolation modes (under `rls` the table's row security filters
-too), so these queries need no knowledge of the mode. The tenant context is transaction-local,
-exactly as the sink sets it. The command line renders the results (cli/render.py).
+too), so these queries need no knowledge of the mode. Two kinds of credential read them:
+
+- a tenant reader (`admin tenants reader create`): bound to its tenant by the database; `tenant` may
+  be omitted, and naming another one is refused here (the views would show its own tenant anyway);
+- the gateway reader (the shared `database.reader_url` role, trusted to choose): `tenant` is required
+  and set as the transaction-local context, exactly as the sink sets it.
+
+The command line renders the results (cli/render.py).
 """
 
 from __future__ import annotations
@@ -57,10 +63,44 @@ def _tenant_id(conn: psycopg.Connection[Any], tenant: str) -> str:
     return str(row[0])
 
 
-def _read(url: str, tenant: str, sql: str, params: dict[str, Any]) -> Result:
+WHO_AM_I = "SELECT current_user, tenant_view.bound_tenant(current_user)::text, tenant_view.chooses_tenant(current_user)"
+
+
+def _context(conn: psycopg.Connection[Any], tenant: str | None) -> str:
+    """The tenant this connection reads: its own for a tenant reader, the one named for a gateway."""
+    try:
+        row = conn.execute(WHO_AM_I).fetchone()
+    except psycopg.errors.InsufficientPrivilege:  # no USAGE on tenant_view: a role trusted with nothing
+        conn.rollback()
+        row = (conn.info.user, None, False)
+    assert row is not None
+    role, bound, chooses = row
+    if bound is not None:
+        if tenant is not None and tenant != bound:
+            try:
+                same = uuid.UUID(tenant) == uuid.UUID(bound)
+            except ValueError:
+                same = False
+            if not same:
+                raise QueryError(
+                    f"role {role} reads tenant {bound} only: omit --tenant (or give that id; it cannot look up names)"
+                )
+        return str(bound)
+    if not chooses:
+        raise QueryError(
+            f"role {role} is neither a tenant reader nor a gateway reader: it sees no tenant "
+            "(`mds-sink admin tenants reader create` makes a tenant's credential)"
+        )
+    if tenant is None:
+        raise QueryError(f"role {role} is a gateway reader: --tenant is required")
+    return _tenant_id(conn, tenant)
+
+
+def _read(url: str, tenant: str | None, sql: str, params: dict[str, Any]) -> Result:
     with psycopg.connect(url) as conn:
         conn.execute("SET TIME ZONE 'UTC'")  # operators compare with vendor feeds, which speak UTC
-        tenant_id = _tenant_id(conn, tenant)
+        tenant_id = _context(conn, tenant)
+        conn.commit()
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(SET_TENANT, (tenant_id,))
             cur.execute(sql, params)
@@ -68,13 +108,13 @@ def _read(url: str, tenant: str, sql: str, params: dict[str, Any]) -> Result:
             return Result(columns, cur.fetchall())
 
 
-def latest_prices(url: str, tenant: str, symbols: Sequence[str], vendor: str | None = None) -> Result:
+def latest_prices(url: str, tenant: str | None, symbols: Sequence[str], vendor: str | None = None) -> Result:
     return _read(url, tenant, LATEST_PRICES_SQL, {"symbols": list(symbols), "vendor": vendor})
 
 
 def bars(
     url: str,
-    tenant: str,
+    tenant: str | None,
     *,
     symbol: str,
     timeframe: str,

@@ -1,4 +1,9 @@
-"""SQL text for a flush, built once per table from its spec (pure, no I/O)."""
+"""SQL text for a flush, built once per table from its spec (pure, no I/O).
+
+Rows are upserted through `tenant_view.<table>`, never into the tables: the writer has no privilege on
+the tables themselves (migration 0007), so it can neither read nor write a row outside its tenant
+context, in either isolation mode, nor reach a TimescaleDB chunk directly.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from mds_sink.core.tables import TableSpec, Target
+
+# The views the sink writes through (security barrier, filtered by the tenant context, WITH CHECK OPTION).
+WRITE_SCHEMA = "tenant_view"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +42,8 @@ def _insert(spec: TableSpec, target: Target, stage: str) -> str:
     select = ", ".join(c.expr("s") for c in spec.columns)
     where = "s.tenant_id = %(tenant)s" + (f" AND s.{target.where}" if target.where else "")
     sql = (
-        f"INSERT INTO {target.table} AS t ({', '.join(names)}) SELECT {select} FROM {stage} s WHERE {where} "
+        f"INSERT INTO {WRITE_SCHEMA}.{target.table} AS t ({', '.join(names)}) "
+        f"SELECT {select} FROM {stage} s WHERE {where} "
         f"ON CONFLICT ({', '.join(spec.key)}) "
     )
     if spec.on_conflict == "ignore":
@@ -86,7 +95,8 @@ def _upsert(spec: TableSpec, targets: list[Target], stage: str) -> str:
     # Row comparisons: (ts, precedence) are NOT NULL, so `>` orders by ts, then by precedence.
     return (
         f"WITH {ctes} "
-        "INSERT INTO latest_prices AS lp (tenant_id, vendor, symbol, price, bid, ask, ts, source, precedence) "
+        f"INSERT INTO {WRITE_SCHEMA}.latest_prices AS lp "
+        "(tenant_id, vendor, symbol, price, bid, ask, ts, source, precedence) "
         f"SELECT DISTINCT ON (tenant_id, vendor, symbol) tenant_id, vendor, symbol, price, bid, ask, ts, "
         f"{feed.source}, precedence FROM ({written}) written "
         "ORDER BY tenant_id, vendor, symbol, ts DESC, precedence DESC "

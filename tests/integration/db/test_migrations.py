@@ -68,7 +68,7 @@ def empty_db() -> Iterator[Settings]:
 def test_each_migration_goes_up_and_down_to_exactly_the_schema_before_it(empty_db: Settings) -> None:
     s = empty_db
     revisions = [rev for rev, _, _ in migrate.history(s)]
-    assert revisions[:6] == ["0001", "0002", "0003", "0004", "0005", "0006"]
+    assert revisions[:7] == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
     previous = "base"
     for rev in revisions:
         before = snapshot(s)

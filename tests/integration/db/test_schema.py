@@ -99,8 +99,9 @@ def test_roles_the_writer_cannot_bypass_isolation() -> None:
         conn.execute("INSERT INTO tenants (tenant_id, name) VALUES (gen_random_uuid(), 'x')")
 
 
+# The writer has no privilege on the tables (migration 0007): it writes through tenant_view.
 BAR_SQL = (
-    "INSERT INTO bars_minute (ts, tenant_id, vendor, symbol, timeframe, open, high, low, close, volume) "
+    "INSERT INTO tenant_view.bars_minute (ts, tenant_id, vendor, symbol, timeframe, open, high, low, close, volume) "
     "VALUES (now(), %s, 'v', %s, '1m', 1, 1, 1, 1, 1)"
 )
 
@@ -124,20 +125,22 @@ def test_row_level_security_holds_for_the_writer_and_the_reader() -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
         _as_writer(scenario, None, BAR_SQL, (a, "NOCTX"))
     assert scenario.rows(None, "SELECT count(*) FROM bars_minute") == [(0,)]
-    assert scenario.rows(None, "SELECT count(*) FROM bars_minute", url=scenario.writer_url) == [(0,)]
+    assert scenario.rows(None, "SELECT count(*) FROM tenant_view.bars_minute", url=scenario.writer_url) == [(0,)]
     # Context A sees exactly A's rows, as the reader and as the writer.
-    for url in (scenario.reader_url, scenario.writer_url):
-        assert scenario.rows(a, "SELECT tenant_id::text, symbol FROM bars", url=url) == [(a, "AONLY")]
+    assert scenario.rows(a, "SELECT tenant_id::text, symbol FROM bars") == [(a, "AONLY")]
+    assert scenario.rows(a, "SELECT tenant_id::text, symbol FROM tenant_view.bars", url=scenario.writer_url) == [
+        (a, "AONLY")
+    ]
     # An update cannot move a row to another tenant either.
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
-        _as_writer(scenario, a, "UPDATE bars_minute SET tenant_id = %s WHERE tenant_id = %s", (b, a))
+        _as_writer(scenario, a, "UPDATE tenant_view.bars_minute SET tenant_id = %s WHERE tenant_id = %s", (b, a))
     # The tenant context is transaction-local: the next transaction on the same session has none.
     with psycopg.connect(scenario.writer_url) as conn:
         with conn.transaction():
             conn.execute("SELECT set_config('app.tenant_id', %s, true)", (a,))
         leftover = conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone()
         assert leftover in (("",), (None,))
-        assert conn.execute("SELECT count(*) FROM bars_minute").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM tenant_view.bars_minute").fetchone() == (0,)
 
 
 def test_a_produced_avro_record_is_consumed_back_from_the_broker() -> None:

@@ -19,10 +19,10 @@ def test_bars_are_routed_by_timeframe_class_in_one_statement() -> None:
     sql = flush_sql(BARS)
     assert sql.copy.startswith("COPY mds_stage_bars (ts, tenant_id, vendor, symbol, timeframe,")
     for table in ("bars_minute", "bars_hour", "bars_day"):
-        assert f"INSERT INTO {table} AS t" in sql.upsert
+        assert f"INSERT INTO tenant_view.{table} AS t" in sql.upsert
     assert "s.timeframe IN ('1m', '5m', '15m', '30m')" in sql.upsert
     assert sql.upsert.count("%(tenant)s") == 3
-    assert "INSERT INTO latest_prices" in sql.upsert
+    assert "INSERT INTO tenant_view.latest_prices" in sql.upsert
 
 
 def test_upserts_never_go_back_a_revision_and_skip_identical_rows() -> None:
@@ -55,9 +55,9 @@ def test_a_tenant_is_upserted_into_just_the_tables_its_rows_go_to() -> None:
     sql = flush_sql(BARS)
     assert sorted(sql.upserts) == [(0,), (0, 1), (0, 1, 2), (0, 2), (1,), (1, 2), (2,)]
     hour_only = sql.upserts[(1,)]
-    assert "INSERT INTO bars_hour AS t" in hour_only
+    assert "INSERT INTO tenant_view.bars_hour AS t" in hour_only
     assert "bars_minute" not in hour_only and "bars_day" not in hour_only
-    assert "INSERT INTO latest_prices" in hour_only  # latest prices move whichever table was written
+    assert "INSERT INTO tenant_view.latest_prices" in hour_only  # latest prices move whichever table was written
     assert sql.upsert == sql.upserts[(0, 1, 2)]
     assert list(flush_sql(QUOTES).upserts) == [(0,)]
 
@@ -95,7 +95,8 @@ def test_the_latest_price_statement_ranks_rows_by_ts_then_precedence_in_the_batc
     for upsert in flush_sql(BARS).upserts.values():
         # Every bar target returns the rank of its timeframe, a CASE (no function call per row).
         whens = " ".join(f"WHEN '{tf}' THEN {rank}" for tf, rank in BAR_PRECEDENCE.items())
-        assert upsert.count(f"CASE timeframe {whens} END AS precedence") == upsert.count("INSERT INTO bars_")
+        targets = upsert.count("INSERT INTO tenant_view.bars_")
+        assert upsert.count(f"CASE timeframe {whens} END AS precedence") == targets
         assert "ORDER BY tenant_id, vendor, symbol, ts DESC, precedence DESC ON CONFLICT" in upsert
         assert "precedence = EXCLUDED.precedence" in upsert
     quotes = flush_sql(QUOTES).upsert
