@@ -10,6 +10,7 @@ import typer
 
 from mds_sink.cli.common import confirm, fail, owner_url, settings
 from mds_sink.cli.control import aggregates_app, policies_app, retention_app
+from mds_sink.cli.serve import serve
 from mds_sink.cli.tenants import tenants_app
 from mds_sink.config.settings import Settings
 from mds_sink.db import migrate
@@ -22,6 +23,7 @@ admin_app.add_typer(tenants_app, name="tenants")
 admin_app.add_typer(policies_app, name="policies")
 admin_app.add_typer(aggregates_app, name="aggregates")
 admin_app.add_typer(retention_app, name="retention")
+admin_app.command("serve")(serve)
 
 
 # -- migrations ------------------------------------------------------------------------------
