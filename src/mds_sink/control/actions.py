@@ -69,13 +69,14 @@ def check_target(settings: Settings, to: str, *, allow_downgrade: bool) -> tuple
 
 
 def move_schema(settings: Settings, direction: str, to: str) -> dict[str, Any]:
-    """Upgrade or downgrade under the migrations' advisory lock (concurrent runs wait for each other)."""
-    before = migrate.current_revision(settings)
+    """Upgrade or downgrade under the migrations' advisory lock (concurrent runs wait for each other):
+    the revision the database is at afterwards. (What it was before is not reported: read outside the
+    lock, it would be what a run queued behind another saw, not what it found.)"""
     if direction == "downgrade":
         migrate.downgrade(settings, to)
     else:
         migrate.upgrade(settings, to)
-    return {"from": before, "to": migrate.current_revision(settings)}
+    return {"revision": migrate.current_revision(settings)}
 
 
 # -- policies, retention, aggregates --------------------------------------------------------------

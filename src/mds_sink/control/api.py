@@ -302,12 +302,12 @@ class ControlPlane:
     def backfill_cancel(self, params: Mapping[str, str], _q: Mapping[str, str], _b: bytes) -> Reply:
         try:
             job_id = backfill_jobs.parse_job_id(params["job"])
+            with backfill_run.writer_connection(self.settings) as conn:
+                report = backfill_jobs.request_cancel(conn, job_id)  # a run in any process sees it between batches
             with self._lock:
                 local = self._backfills.get(str(job_id))
             if local is not None:
-                local.set()  # this process runs it: it stops after the batch it is writing
-            with backfill_run.writer_connection(self.settings) as conn:
-                report = backfill_jobs.request_cancel(conn, job_id)  # any other process: between batches
+                local.set()  # this process runs it (or was to): it stops after the batch it is writing
         except QueryError as exc:
             return HTTPStatus.NOT_FOUND, {"error": str(exc)}, {}
         log.warning("control API: backfill %s cancel requested", job_id)

@@ -93,7 +93,9 @@ def physical(scenario: Scenario, tenant: str) -> list[tuple[Any, ...]]:
 
 
 def cli(scenario: Scenario, *args: str, env: Mapping[str, str] | None = None) -> Any:
-    result = CliRunner().invoke(app, list(args), env={**sink_env(scenario.settings), **(env or {})})
+    result = CliRunner().invoke(
+        app, list(args), env={**{k: str(v) for k, v in sink_env(scenario.settings).items()}, **(env or {})}
+    )
     return result
 
 
@@ -266,7 +268,7 @@ def test_killed_midway_and_resumed_gives_the_same_rows() -> None:
         for i in range(1500)
     ]
     produce(s, [(p.record, p.at_ms) for p in made])
-    env = {**sink_env(s.settings), "MDS_SINK_BATCHING__MAX_ROWS": "50"}
+    env = {**{k: str(v) for k, v in sink_env(s.settings).items()}, "MDS_SINK_BATCHING__MAX_ROWS": "50"}
     # Slowly (--rate), so that it is killed with some partitions part-way.
     proc = subprocess.Popen(
         [sys.executable, "-m", "mds_sink", "backfill", "--topic", s.topic("bars"), *RANGE, "--rate", "300"],
