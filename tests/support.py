@@ -137,6 +137,26 @@ class Scenario:
                 conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
             return conn.execute(sql, params).fetchall()
 
+    def dead_letters_of(self, topic: str, *, expect: int, timeout_s: float = 30.0) -> list[Any]:
+        """Read `expect` dead letters of a dead-letter topic by name (tenant-scoped topics share one per type)."""
+        consumer = Consumer({**consumer_config(self.settings), "group.id": unique("dlq-reader")})
+        consumer.subscribe([topic])
+        found: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            while len(found) < expect and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is not None and msg.error() is None:
+                    found.append(msg)
+            extra_deadline = time.monotonic() + 1.0  # anything beyond the expected count is returned too
+            while time.monotonic() < extra_deadline:
+                msg = consumer.poll(0.2)
+                if msg is not None and msg.error() is None:
+                    found.append(msg)
+        finally:
+            consumer.close()
+        return found
+
     def dead_letters(self, source_table: str, *, expect: int, timeout_s: float = 30.0) -> list[Any]:
         """Read `expect` dead letters of a source topic (fails if fewer arrive in time)."""
         topic = self.settings.topics.dead_letter.replace("{topic}", self.topic(source_table))

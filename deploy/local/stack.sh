@@ -25,6 +25,8 @@
 #   MDS_STACK_KAFKA_VERSION          Kafka release           (4.3.1)
 #   MDS_STACK_KAFKA_PORT             client listener         (39092)
 #   MDS_STACK_KAFKA_CONTROLLER_PORT  KRaft controller        (39093)
+#   MDS_STACK_KAFKA_SASL_PORT        SASL/SCRAM listener     (39094): ACLs apply there (tenant topics);
+#                                    the plaintext listener's clients are super users
 #   MDS_STACK_PG_PORT                PostgreSQL              (55432)
 #   MDS_STACK_PG_SUPERUSER_PASSWORD  password of "postgres", fixed at first init (postgres)
 #   MDS_STACK_PG_BINDIR              PostgreSQL bin dir      (auto: /usr/lib/postgresql/15/bin)
@@ -46,20 +48,22 @@ CACHE_DIR=$(realpath -m -- "${MDS_SINK_CACHE:-${HOME:-/root}/.cache/mds-sink}")
 KAFKA_VERSION=${MDS_STACK_KAFKA_VERSION:-4.3.1}
 KAFKA_PORT=${MDS_STACK_KAFKA_PORT:-39092}
 KAFKA_CONTROLLER_PORT=${MDS_STACK_KAFKA_CONTROLLER_PORT:-39093}
+KAFKA_SASL_PORT=${MDS_STACK_KAFKA_SASL_PORT:-39094}
 PG_PORT=${MDS_STACK_PG_PORT:-55432}
 PG_DEFAULT_PASSWORD=${MDS_STACK_PG_SUPERUSER_PASSWORD:-postgres}
 KAFKA_TIMEOUT=${MDS_STACK_KAFKA_TIMEOUT:-90}
 PG_TIMEOUT=${MDS_STACK_PG_TIMEOUT:-60}
 STOP_TIMEOUT=${MDS_STACK_STOP_TIMEOUT:-30}
 
-for _v in KAFKA_PORT KAFKA_CONTROLLER_PORT PG_PORT KAFKA_TIMEOUT PG_TIMEOUT STOP_TIMEOUT; do
+for _v in KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_SASL_PORT PG_PORT KAFKA_TIMEOUT PG_TIMEOUT STOP_TIMEOUT; do
   [[ ${!_v} =~ ^[0-9]+$ ]] || die "$_v must be a number, got '${!_v}'"
 done
 [[ $KAFKA_VERSION =~ ^[0-9]+(\.[0-9]+)*$ ]] || die "MDS_STACK_KAFKA_VERSION must look like 4.3.1, got '$KAFKA_VERSION'"
 [[ $PG_DEFAULT_PASSWORD =~ ^[A-Za-z0-9._~-]+$ ]] \
   || die "MDS_STACK_PG_SUPERUSER_PASSWORD may only use A-Z a-z 0-9 . _ ~ - (it goes into a URL)"
-(( KAFKA_PORT != KAFKA_CONTROLLER_PORT && KAFKA_PORT != PG_PORT && KAFKA_CONTROLLER_PORT != PG_PORT )) \
-  || die "the Kafka, Kafka controller and PostgreSQL ports must differ"
+(( KAFKA_PORT != KAFKA_CONTROLLER_PORT && KAFKA_PORT != PG_PORT && KAFKA_CONTROLLER_PORT != PG_PORT
+   && KAFKA_SASL_PORT != KAFKA_PORT && KAFKA_SASL_PORT != KAFKA_CONTROLLER_PORT && KAFKA_SASL_PORT != PG_PORT )) \
+  || die "the Kafka, Kafka SASL, Kafka controller and PostgreSQL ports must differ"
 case $STACK_DIR in
   / | /tmp | /root | /home | /var | /usr | /etc | "$HOME") die "MDS_STACK_DIR=$STACK_DIR is not a dedicated directory" ;;
 esac
@@ -256,11 +260,19 @@ kafka_write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SASL_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SASL_PORT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+# Kafka's own authorization: SCRAM users (created with the admin API) on the SASL listener are held to
+# their ACLs. Every client of the plaintext and controller listeners is ANONYMOUS, a super user: the
+# tests and the demo use those as before. Nothing listens beyond 127.0.0.1.
+sasl.enabled.mechanisms=SCRAM-SHA-256
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS
+allow.everyone.if.no.acl.found=false
 log.dirs=$KAFKA_DATA
 num.partitions=3
 default.replication.factor=1
@@ -332,8 +344,8 @@ kafka_start() {
   fi
   kafka_fetch   # only while no broker runs from the cache it may replace
   local p
-  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
-    port_open "$p" && die "kafka: port $HOST:$p is already in use by $(port_owner "$p") (set MDS_STACK_KAFKA_PORT / MDS_STACK_KAFKA_CONTROLLER_PORT)"
+  for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_PORT"; do
+    port_open "$p" && die "kafka: port $HOST:$p is already in use by $(port_owner "$p") (set MDS_STACK_KAFKA_PORT / MDS_STACK_KAFKA_CONTROLLER_PORT / MDS_STACK_KAFKA_SASL_PORT)"
   done
   kafka_write_config
   kafka_format
@@ -560,6 +572,7 @@ print_env() {
     MDS_SINK_DATABASE__READER_URL "postgresql://mds_reader:mds_reader@$HOST:$PG_PORT/mds" \
     MDS_SINK_DATABASE__ROLES_URL "postgresql://mds_roles:mds_roles@$HOST:$PG_PORT/postgres" \
     MDS_STACK_PG_SUPERUSER_URL "postgresql://postgres:$(pg_superuser_password)@$HOST:$PG_PORT/postgres" \
+    MDS_STACK_KAFKA_SASL_BOOTSTRAP "$HOST:$KAFKA_SASL_PORT" \
     MDS_STACK_KAFKA_LIBS "$KAFKA_LIBS"
 }
 

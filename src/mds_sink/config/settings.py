@@ -236,6 +236,14 @@ class _TopicsBase(_Group):
         default="{topic}.dlq",
         description="Dead-letter topic: a name shared by all, or a pattern with {topic}.",
     )
+    tenant_topics: bool = Field(
+        default=False,
+        description=(
+            "Tenant-scoped topics: topics.bars = 'mds.bars' means a topic 'mds.<tenant id>.bars' per tenant, "
+            "subscribed by pattern; a record whose tenant is not its topic's is dead-lettered (tenant_mismatch). "
+            "Dead letters go to the dead-letter topic of the base topic ('mds.bars.dlq')."
+        ),
+    )
 
     def table_by_topic(self) -> dict[str, str]:
         routes: dict[str, str] = {}

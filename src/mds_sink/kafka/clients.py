@@ -58,8 +58,13 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+# The consumer's way of connecting (TLS, SASL) is the admin client's too: it talks to the same listener.
+_CONNECTION_OPTIONS = ("security.protocol", "sasl.", "ssl.")
+
+
 def admin_config(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.kafka.bootstrap_servers, "log_level": 3}
+    connection = {k: v for k, v in settings.kafka.consumer_options.items() if k.startswith(_CONNECTION_OPTIONS)}
+    return {"bootstrap.servers": settings.kafka.bootstrap_servers, "log_level": 3, **connection}
 
 
 def partition_counts(admin: AdminClient, topics: Iterable[str], *, timeout_s: float = 10.0) -> dict[str, int]:
@@ -155,9 +160,12 @@ def watermarks(
         probe.close()
 
 
-def prepare_topics(admin: AdminClient, settings: Settings, topics: Iterable[str]) -> list[str]:
+def prepare_topics(
+    admin: AdminClient, settings: Settings, topics: Iterable[str], *, must_exist: bool = True
+) -> list[str]:
     """Refuse to start on a consumed topic that does not exist (naming its setting); create the
-    dead-letter topics that are missing. Returns the dead-letter topics created."""
+    dead-letter topics that are missing. Returns the dead-letter topics created. With tenant-scoped
+    topics `topics` are the base names, which need not exist (the tenants' topics match a pattern)."""
     servers = settings.kafka.bootstrap_servers
     wanted = list(topics)
     try:
@@ -165,7 +173,7 @@ def prepare_topics(admin: AdminClient, settings: Settings, topics: Iterable[str]
     except BrokerUnavailable as exc:
         raise StartupError(f"cannot reach the broker at {servers}: {exc}") from None
     setting_of = {topic: table for table, topic in settings.topics.model_dump().items()}
-    for topic in wanted:
+    for topic in wanted if must_exist else ():
         if topic not in counts:
             raise StartupError(
                 f"topic {topic!r} (setting topics.{setting_of.get(topic, '?')}) does not exist on {servers}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from mds_sink import __version__, metrics
@@ -20,9 +20,13 @@ ACK_TIMEOUT_S = 30.0
 
 
 class DeadLetters:
-    def __init__(self, producer: DeadLetterProducer, settings: Settings) -> None:
+    def __init__(
+        self, producer: DeadLetterProducer, settings: Settings, *, base_topic: Callable[[str], str] | None = None
+    ) -> None:
         self._producer = producer
         self._settings = settings
+        # Tenant-scoped topics: the dead letters of `mds.<T>.bars` go to the dead-letter topic of `mds.bars`.
+        self._base_topic = base_topic
 
     def send(self, dead: Sequence[DeadLetter]) -> None:
         """Produce and wait for the broker's acknowledgement (on the flush thread); raises if not acknowledged.
@@ -38,7 +42,7 @@ class DeadLetters:
         records = [
             deadletter.build(
                 d,
-                topic_pattern=self._settings.topics.dead_letter,
+                topic_pattern=self._pattern(d.source.topic),
                 group=self._settings.kafka.group_id,
                 version=__version__,
                 now=now,
@@ -51,6 +55,10 @@ class DeadLetters:
             # Decode and validate rejections were reported when read; the database's only now.
             if d.rejection.stage == "write":
                 rejected(d)
+
+    def _pattern(self, topic: str) -> str:
+        pattern = self._settings.topics.dead_letter
+        return pattern if self._base_topic is None else pattern.replace("{topic}", self._base_topic(topic))
 
 
 def rejected(d: DeadLetter) -> None:

@@ -19,10 +19,12 @@ from typing import Any, Protocol
 import psycopg
 
 from mds_sink.avro.codec import Decoder
+from mds_sink.core import tenancy
 from mds_sink.core.batcher import Batcher, DeadLetter, Source, TableBatch, TopicPartition
 from mds_sink.core.catalog import VALIDATORS
 from mds_sink.core.rejection import RecordRejected, field_error, with_context
 from mds_sink.core.tables import TableSpec
+from mds_sink.core.tenancy import TenantTopics
 from mds_sink.core.validate import Record, Row, Rules
 from mds_sink.db.classify import classify, write_rejection
 from mds_sink.db.writer import Staged, WriteResult
@@ -39,6 +41,8 @@ class Message(Protocol):
     def partition(self) -> int | None: ...
     def offset(self) -> int | None: ...
     def value(self) -> bytes | None: ...
+    def key(self) -> bytes | None: ...
+    def headers(self) -> Any: ...  # a list of (name, value) for a consumed record
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,8 @@ class _Lane:
     spec: TableSpec
     decode: Callable[[bytes | None], Record]
     validate: Callable[[Record, Rules], Row]
+    tenant_at: int  # where the row holds its tenant
+    topic_tenant: str | None  # the tenant of a tenant-scoped topic ("" if its name holds none)
 
 
 @dataclass
@@ -60,11 +66,21 @@ class Ingest:
     batcher: Batcher
     on_reject: Callable[[DeadLetter], None] = lambda _dl: None
     validators: Mapping[str, Callable[[Record, Rules], Row]] = field(default_factory=lambda: VALIDATORS)
+    # Tenant-scoped topics (topics.tenant_topics): routes hold the base topics, records come from `mds.<T>.bars`.
+    tenant_topics: TenantTopics | None = None
     _lanes: dict[str, _Lane] = field(default_factory=dict)
 
     def _lane(self, topic: str) -> _Lane:
-        spec = self.routes[topic]
-        lane = self._lanes[topic] = _Lane(spec, self.decoders[spec.name].decode, self.validators[spec.name])
+        spec, topic_tenant = self.routes.get(topic), None
+        if spec is None and self.tenant_topics is not None:
+            routed = self.tenant_topics.route(topic)
+            if routed is not None:
+                spec, topic_tenant = self.routes[routed[0]], routed[1]
+        if spec is None:
+            raise KeyError(topic)
+        tenant_at = spec.column_names.index("tenant_id")
+        lane = _Lane(spec, self.decoders[spec.name].decode, self.validators[spec.name], tenant_at, topic_tenant)
+        self._lanes[topic] = lane
         return lane
 
     def add_all(self, msgs: Sequence[Message], now_ms: float) -> tuple[dict[str, int], list[Message]]:
@@ -94,6 +110,13 @@ class Ingest:
                 continue
             except (KeyError, TypeError, ValueError) as exc:  # a writer schema without a field the rules need
                 self._reject(batch, DeadLetter(source, with_context(field_error(exc), exc)), size)
+                continue
+            # Topic, key and headers must not name another tenant than the value (core/tenancy.py).
+            claimed = tenancy.check(row[lane.tenant_at], topic_tenant=lane.topic_tenant, key=msg.key(), headers=None)
+            if claimed is None and msg.headers():
+                claimed = tenancy.check(row[lane.tenant_at], topic_tenant=None, key=None, headers=msg.headers())
+            if claimed is not None:
+                self._reject(batch, DeadLetter(source, claimed), size)
                 continue
             batch.add(row, source, size)
         return counts, errors

@@ -25,6 +25,7 @@ from mds_sink.avro.sources import open_schema_source
 from mds_sink.config.settings import Settings
 from mds_sink.core.batcher import Batcher, TableBatch, TopicPartition
 from mds_sink.core.catalog import TABLES
+from mds_sink.core.tenancy import TenantTopics
 from mds_sink.core.validate import Rules, TenantSet
 from mds_sink.db.preflight import check_database
 from mds_sink.db.writer import Staged, Writer, database_pool
@@ -56,6 +57,8 @@ class Worker:
         self.state = state or SinkState()
         self.stopping = threading.Event()
         self.routes = {topic: TABLES[table] for topic, table in settings.topics.table_by_topic().items()}
+        # Tenant-scoped topics (topics.tenant_topics): the routes name the base topics, each a pattern.
+        self.tenant_topics = TenantTopics(tuple(self.routes)) if settings.topics.tenant_topics else None
         self.topics = frozenset(self.routes)
         self.tables = frozenset(spec.name for spec in self.routes.values())
         # Operator actions, queued by the HTTP thread and run on the consumer thread.
@@ -114,7 +117,7 @@ class Worker:
         self.state.database_ok = True
         self.writer = Writer(self.pool, s.kafka.group_id)
         self.admin = AdminClient(admin_config(s))
-        for created in prepare_topics(self.admin, s, self.routes):
+        for created in prepare_topics(self.admin, s, self.routes, must_exist=self.tenant_topics is None):
             log.info("created dead-letter topic %s", created)
 
         schemas_dir = s.schemas
@@ -135,10 +138,12 @@ class Worker:
             symbol_max_length=s.validation.symbol_max_length,
         )
         self.batcher = Batcher(s.batching.max_rows, s.batching.max_ms, s.batching.max_bytes)
-        self.ingest = Ingest(self.routes, decoders, self.rules, self.batcher, on_reject=rejected)
+        self.ingest = Ingest(
+            self.routes, decoders, self.rules, self.batcher, on_reject=rejected, tenant_topics=self.tenant_topics
+        )
         producer = DeadLetterProducer(Producer(producer_config(s)))
         self._closing("dead-letter producer", producer.close)
-        dead_letters = DeadLetters(producer, s)
+        dead_letters = DeadLetters(producer, s, base_topic=self._base_topic if self.tenant_topics else None)
         self.flusher = Flusher(
             lambda b, ahead: settle(b, self.writer, dead_letters.send, ahead=ahead),
             retry=s.retry,
@@ -189,12 +194,21 @@ class Worker:
 
     def start(self) -> None:
         """Join the group (the side port is bound by now) and start the helper threads."""
-        self.units.subscribe(self.consumer, list(self.routes))
+        self.units.subscribe(self.consumer, self._subscription())
         self.refresher.start()
         self._closing("tenant refresher", self.refresher.stop)
         self.probe.start()
         self._closing("database probe", self.probe.stop)
-        log.info("consuming %s as group %s", ", ".join(sorted(self.routes)), self.settings.kafka.group_id)
+        log.info("consuming %s as group %s", ", ".join(sorted(self._subscription())), self.settings.kafka.group_id)
+
+    def _subscription(self) -> list[str]:
+        if self.tenant_topics is None:
+            return list(self.routes)
+        return [self.tenant_topics.pattern(base) for base in self.routes]
+
+    def _base_topic(self, topic: str) -> str:
+        routed = self.tenant_topics.route(topic) if self.tenant_topics is not None else None
+        return topic if routed is None else routed[0]
 
     def close(self) -> None:
         """Close what was opened, in reverse order; never raises."""

@@ -311,7 +311,7 @@ def test_the_writer_can_delete_truncate_copy_or_create_nothing(world: World) -> 
     ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match=re.escape(error)):
             world.as_role(world.writer_url, world.a, statement)
-    for target, error, message in (
+    for target, refused, message in (
         ("public", psycopg.errors.InsufficientPrivilege, "permission denied for table latest_prices"),
         ("tenant_view", psycopg.errors.WrongObjectType, 'cannot copy to view "latest_prices"'),
     ):
@@ -319,7 +319,7 @@ def test_the_writer_can_delete_truncate_copy_or_create_nothing(world: World) -> 
             psycopg.connect(world.writer_url) as conn,
             conn.transaction(),
             conn.cursor() as cur,
-            pytest.raises(error, match=re.escape(message)),
+            pytest.raises(refused, match=re.escape(message)),
             cur.copy(f"COPY {target}.latest_prices (tenant_id) FROM STDIN") as copy,
         ):
             copy.write_row((world.b,))

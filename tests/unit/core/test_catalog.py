@@ -21,7 +21,8 @@ def test_every_data_type_has_its_schema_and_its_key_fields_are_schema_fields() -
 
 def test_one_topic_setting_per_data_type_with_the_catalog_default() -> None:
     topics = Settings().topics.model_dump()
-    assert topics == {"dead_letter": "{topic}.dlq", **{name: t.topic for name, t in CATALOG.items()}}
+    expected = {"dead_letter": "{topic}.dlq", "tenant_topics": False, **{name: t.topic for name, t in CATALOG.items()}}
+    assert topics == expected
 
 
 def test_the_derived_registries_are_views_of_the_catalog() -> None:
