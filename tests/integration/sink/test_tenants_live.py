@@ -50,7 +50,7 @@ def test_a_tenant_added_disabled_and_enabled_is_seen_by_the_running_sink() -> No
         wait_until(lambda: _landed(scenario, newcomer, "LATER") == [("LATER", 2.0)], timeout_s=30, what="its bar")
 
         disabled_at = time.monotonic()
-        assert _admin(scenario, "disable", newcomer) == f"{newcomer}  {name}  disabled\n"
+        assert _admin(scenario, "disable", newcomer, "--yes") == f"{newcomer}  {name}  disabled\n"
         wait_until(lambda: worker.tenants.active.get(newcomer) is False, timeout_s=REFRESH_S + 5, what="disabled")
         assert time.monotonic() - disabled_at < REFRESH_S + 2
         scenario.produce("bars", [bar(newcomer, "GONE", 2, close=3.0)])

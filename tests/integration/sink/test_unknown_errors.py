@@ -23,12 +23,13 @@ def test_a_broken_grant_stops_the_sink_with_nothing_dead_lettered_or_committed()
     ) as settings:
         with psycopg.connect(owner_url(settings), autocommit=True) as conn:
             conn.execute("INSERT INTO tenants (tenant_id, name) VALUES ('6f1c2a4e-8d3b-4c5a-9e7f-0a1b2c3d4e5f', 'g')")
-            # A deployment mistake, not a bad record: "permission denied for table bars_minute".
-            conn.execute("REVOKE INSERT ON bars_minute FROM mds_writer")
+            # A deployment mistake, not a bad record: "permission denied for view bars_minute" (the sink
+            # writes through tenant_view).
+            conn.execute("REVOKE INSERT ON tenant_view.bars_minute FROM mds_writer")
         scenario = Scenario(settings)
         scenario.produce("bars", [bar("6f1c2a4e-8d3b-4c5a-9e7f-0a1b2c3d4e5f", "G", m) for m in range(20)])
         with (
-            pytest.raises(RuntimeError, match="permission denied for table bars_minute"),
+            pytest.raises(RuntimeError, match="permission denied for view bars_minute"),
             running_sink(settings) as worker,
         ):
             wait_until(lambda: id(worker) in CRASHED, what="the sink to stop on its own")
