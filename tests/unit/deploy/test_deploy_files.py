@@ -34,7 +34,7 @@ from tests.deploy_files import (
 
 SIDE_PORT = HttpSettings().port
 SIDE_PORT_PATHS = ("/healthz", "/readyz", "/metrics", "/status")
-MDS_SINK_SERVICES = ("migrate", "policies", "tenants", "sink", "demo")
+MDS_SINK_SERVICES = ("migrate", "policies", "tenants", "sink", "demo", "control-api")
 COMPLETED = "service_completed_successfully"
 HEALTHY = "service_healthy"
 
@@ -124,6 +124,7 @@ def test_services_start_in_order(services: Services) -> None:
         "tenants": {"migrate": COMPLETED},
         "sink": {"topics": COMPLETED, "migrate": COMPLETED, "policies": COMPLETED},
         "demo": {"topics": COMPLETED, "tenants": COMPLETED},
+        "control-api": {"timescaledb": HEALTHY},
         "grafana": {"prometheus": HEALTHY},
     }
     actual = {

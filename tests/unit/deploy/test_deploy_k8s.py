@@ -78,9 +78,13 @@ def test_config_map_holds_no_secrets_and_the_sink_no_owner_role() -> None:
     assert "MDS_SINK_DATABASE__OWNER_URL" not in container_env(sink_container())
 
 
+def workloads(kind: str) -> list[dict[str, Any]]:
+    return [o for o in k8s_objects() if o["kind"] == kind]
+
+
 @pytest.mark.parametrize("kind", ["Deployment", "Job"])
 def test_every_container_loads_its_settings_and_runs_a_real_command(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    for container in pod_containers(k8s_object(kind)):
+    for container in [c for workload in workloads(kind) for c in pod_containers(workload)]:
         settings = settings_from(container_env(container), monkeypatch)
         args = container["args"]
         assert cli_has(args), f"{container['name']}: `mds-sink {' '.join(args)}` is not a command"
@@ -136,9 +140,13 @@ def test_grace_period_exceeds_the_drain_deadline(monkeypatch: pytest.MonkeyPatch
     assert grace > sink_settings(monkeypatch).shutdown_deadline_s
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+@pytest.mark.parametrize("kind", ["Deployment", "Job", "CronJob"])
 def test_pods_run_unprivileged_with_bounded_resources(kind: str) -> None:
-    workload = k8s_object(kind)
+    for workload in workloads(kind):
+        _unprivileged(workload["spec"]["jobTemplate"] if kind == "CronJob" else workload)
+
+
+def _unprivileged(workload: dict[str, Any]) -> None:
     pod = workload["spec"]["template"]["spec"]["securityContext"]
     assert pod["runAsNonRoot"] is True
     assert pod["runAsUser"] != 0
@@ -160,7 +168,7 @@ def topic_partitions() -> int:
 def test_keda_scales_the_sink_on_its_groups_lag_up_to_the_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
     scaled = k8s_object("ScaledObject", "mds-sink")["spec"]
     settings = sink_settings(monkeypatch)
-    assert scaled["scaleTargetRef"]["name"] == k8s_object("Deployment")["metadata"]["name"]
+    assert scaled["scaleTargetRef"]["name"] == k8s_object("Deployment", "mds-sink")["metadata"]["name"]
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= topic_partitions()
     (trigger,) = scaled["triggers"]
     assert trigger["type"] == "kafka"
@@ -182,3 +190,44 @@ def test_the_sink_refuses_the_example_secrets_token_until_it_is_replaced(monkeyp
     assert env["MDS_SINK_HTTP__HOST"] == "0.0.0.0"
     with pytest.raises(SettingsError, match=r"http.admin_token .*is the documented placeholder"):
         settings_from(env, monkeypatch, token_replaced=False)
+
+
+def control_api_container() -> dict[str, Any]:
+    (container,) = k8s_object("Deployment", "mds-sink-control-api")["spec"]["template"]["spec"]["containers"]
+    found: dict[str, Any] = container
+    return found
+
+
+def test_the_control_api_listens_with_a_token_on_its_port_behind_its_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    container = control_api_container()
+    env = container_env(container)
+    with pytest.raises(SettingsError, match=r"control_api.admin_token .*is the documented placeholder"):
+        settings_from(env, monkeypatch, token_replaced=False)
+    settings = settings_from(env, monkeypatch)
+    assert container["args"] == ["admin", "serve"]
+    assert settings.database.owner_url is not None and settings.control_api.admin_token is not None
+    assert (settings.control_api.host, settings.control_api.port) == ("0.0.0.0", 8089)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"control": settings.control_api.port}
+    assert {container[k]["httpGet"]["path"] for k in ("livenessProbe", "readinessProbe")} == {"/healthz", "/readyz"}
+    service = k8s_object("Service", "mds-sink-control-api")
+    (port,) = service["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (settings.control_api.port, "control")
+    pods = k8s_object("Deployment", "mds-sink-control-api")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pods.items()
+    assert not (k8s_object("Service", "mds-sink")["spec"]["selector"].items() <= pods.items())
+    (writer,) = [e for e in container["env"] if e["name"] == "MDS_SINK_DATABASE__URL"]
+    ref = writer["valueFrom"]["secretKeyRef"]
+    assert ref["key"] in k8s_object("Secret", ref["name"])["stringData"]
+
+
+def test_the_retention_cronjob_calls_the_control_api_with_its_token() -> None:
+    job = k8s_object("CronJob", "mds-sink-retention")["spec"]
+    assert job["concurrencyPolicy"] == "Forbid"
+    (container,) = job["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref["key"] in k8s_object("Secret", ref["name"])["stringData"]
+    assert env["API"]["value"] == "http://mds-sink-control-api:8089"
+    script = container["args"][0]
+    assert '"$API/retention/apply"' in script and '"$API/operations/$op"' in script
