@@ -54,7 +54,7 @@ GROUP BY relname
 # materializations, the aggregates' partial and direct views) that anyone but their owner may use.
 EXPOSED_SQL = """
 SELECT relation, array_agg(DISTINCT grantee ORDER BY grantee) FROM (
-    SELECT format('%%I.%%I', n.nspname, c.relname) AS relation,
+    SELECT format('%I.%I', n.nspname, c.relname) AS relation,
            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a
     WHERE n.nspname = '_timescaledb_internal' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
@@ -64,12 +64,14 @@ SELECT relation, array_agg(DISTINCT grantee ORDER BY grantee) FROM (
 GROUP BY relation ORDER BY relation
 """
 
+# Every job of this database with a failed run (policies, and any job an operator added), with its last error.
 FAILED_JOBS_SQL = """
-SELECT j.job_id, j.proc_name, j.hypertable_name, s.total_failures, s.last_run_status,
+SELECT j.job_id, j.proc_name, coalesce(j.hypertable_name, j.proc_schema || '.' || j.proc_name),
+       s.total_failures, s.last_run_status,
        (SELECT e.err_message FROM timescaledb_information.job_errors e WHERE e.job_id = j.job_id
         ORDER BY e.finish_time DESC NULLS LAST LIMIT 1)
 FROM timescaledb_information.jobs j JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id
-WHERE j.hypertable_schema = 'public' AND (s.total_failures > 0 OR s.last_run_status = 'Failed')
+WHERE s.total_failures > 0 OR s.last_run_status = 'Failed'
 ORDER BY j.job_id
 """
 
