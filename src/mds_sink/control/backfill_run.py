@@ -329,7 +329,14 @@ class _Run:
                     self._cuts.pop(id(batch), None)
                     return done
 
-                flusher = Flusher(write, retry=s.retry, state=SinkState())
+                # As the worker does: a batch's COPY begins while the one before is written (a second
+                # connection of the run's pool).
+                flusher = Flusher(
+                    write,
+                    retry=s.retry,
+                    state=SinkState(),
+                    prepare=lambda b: self.writer.stage(b.spec, [row for row, _ in b.rows.values()]),
+                )
             stack.callback(flusher.close)
             consumer = Consumer(
                 {

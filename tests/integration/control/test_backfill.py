@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,9 @@ from mds_sink.cli.app import app
 from mds_sink.kafka.clients import admin_config, producer_config
 from tests.support import Scenario, bar, drained, make_scenario, read_topic, running_sink, sink_env, wait_until
 
-T_BEFORE = 1_764_000_000_000  # Kafka timestamps (ms), fixed: the range is [T_RANGE, T_AFTER)
+# Kafka timestamps (ms): the range is [T_RANGE, T_AFTER), an hour in the last three. Recent on purpose:
+# the broker rolls and deletes segments of records older than retention.ms (7 days) within minutes.
+T_BEFORE = (int(time.time()) // 3600 - 3) * 3_600_000
 T_RANGE = T_BEFORE + 3_600_000
 T_AFTER = T_RANGE + 3_600_000
 COLUMNS = "ts, symbol, open, high, low, close, volume, vwap, trade_count, revision"
@@ -273,9 +276,8 @@ def test_killed_midway_and_resumed_gives_the_same_rows() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "mds_sink", "backfill", "--topic", s.topic("bars"), *RANGE, "--rate", "300"],
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         job: list[str] = []
