@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,6 +109,14 @@ class Broker:
 def broker() -> Iterator[Broker]:
     if not os.environ.get(SASL):
         pytest.fail(f"{SASL} is not set: deploy/local/stack.sh up exports it (the broker's SASL listener)")
+    host, _, port = os.environ[SASL].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        pytest.fail(
+            f"no SASL listener at {os.environ[SASL]} ({exc}): a broker started before deploy/local/stack.sh had "
+            "one keeps running without it; run deploy/local/stack.sh restart-kafka"
+        )
     b = Broker(load_settings())
     try:
         yield b
