@@ -168,7 +168,7 @@ def redacted_settings(settings: Settings) -> dict[str, Any]:
     """The effective settings with every credential replaced; safe to paste into an incident channel."""
     out: dict[str, Any] = settings.model_dump(mode="json")
     db = settings.database
-    for name in ("url", "owner_url", "reader_url"):
+    for name in ("url", "owner_url", "reader_url", "roles_url"):
         secret = getattr(db, name)
         out["database"][name] = None if secret is None else describe_dsn(secret.get_secret_value())
     kafka = out["kafka"]
