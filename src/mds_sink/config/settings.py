@@ -26,6 +26,7 @@ from mds_sink.config.control_api_settings import ControlApiSettings
 from mds_sink.config.policy_settings import PolicySettings
 from mds_sink.config.resources import resource_dir
 from mds_sink.core.catalog import CATALOG
+from mds_sink.core.validate import Rules, TenantSet
 from mds_sink.errors import SettingsError
 
 ENV_PREFIX = "MDS_SINK_"
@@ -296,6 +297,24 @@ class ValidationSettings(_Group):
     max_future_skew_s: int = Field(default=300, ge=0, description="How far into the future a timestamp may be.")
     symbol_max_length: int = Field(default=32, ge=1, le=256)
     tenant_refresh_s: float = Field(default=5.0, gt=0, description="How often the tenant set is reloaded.")
+    crossed_quotes: Literal["reject", "keep"] = Field(
+        default="reject",
+        description=(
+            "A quote whose bid is above (crossed) or equal to (locked) its ask: reject dead-letters it as "
+            "crossed_quote or locked_quote; keep stores it as it came (bid >= ask marks it), and it never "
+            "moves latest_prices."
+        ),
+    )
+
+    def rules(self, tenants: TenantSet, *, now_us: int) -> Rules:
+        """The validators' rules under these settings (the sink, a backfill and a replay share them)."""
+        return Rules(
+            tenants,
+            now_us=now_us,
+            max_future_skew_us=self.max_future_skew_s * 1_000_000,
+            symbol_max_length=self.symbol_max_length,
+            keep_crossed_quotes=self.crossed_quotes == "keep",
+        )
 
 
 class RetrySettings(_Group):

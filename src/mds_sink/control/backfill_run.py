@@ -307,12 +307,7 @@ class _Run:
                 spec.name: Decoder(load_schema_file(s.schemas / f"{spec.record}.avsc"), schemas)
                 for spec in routes.values()
             }
-            rules = Rules(
-                TenantSet(self.writer.tenants()),
-                now_us=int(time.time() * 1e6),
-                max_future_skew_us=s.validation.max_future_skew_s * 1_000_000,
-                symbol_max_length=s.validation.symbol_max_length,
-            )
+            rules = s.validation.rules(TenantSet(self.writer.tenants()), now_us=int(time.time() * 1e6))
             if self.job.dry_run:
                 flusher = Flusher(self._probe, retry=s.retry, state=SinkState())
             else:

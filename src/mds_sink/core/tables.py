@@ -76,6 +76,7 @@ class LatestPriceFeed:
     ask: str
     source: str
     precedence: str
+    only_if: str | None = None  # rows that may move the price (a kept crossed quote may not)
 
 
 def _precedence_by(column: str, ranks: dict[str, int]) -> str:
@@ -238,7 +239,12 @@ QUOTES = TableSpec(
     revision_column="revision",
     copy_binary=True,
     latest_price=LatestPriceFeed(
-        price="(bid + ask) / 2", bid="bid", ask="ask", source="'quote'", precedence=str(QUOTE_PRECEDENCE)
+        price="(bid + ask) / 2",
+        bid="bid",
+        ask="ask",
+        source="'quote'",
+        precedence=str(QUOTE_PRECEDENCE),
+        only_if="bid < ask",
     ),
 )
 

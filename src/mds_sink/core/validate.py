@@ -70,6 +70,9 @@ class Rules:
     now_us: int
     max_future_skew_us: int = 300_000_000
     symbol_max_length: int = 32
+    # A crossed (bid above ask) or locked (bid equal to ask) quote: refused by default; kept as it came
+    # when asked, and then it never moves latest_prices (tables.py's feed takes bid < ask only).
+    keep_crossed_quotes: bool = False
     _symbols: dict[str, str] = field(default_factory=dict)
 
     def symbol(self, raw: Any, name: str = "symbol") -> str:
@@ -173,13 +176,17 @@ def bar(r: Record, rules: Rules) -> Row:
 
 def quote(r: Record, rules: Rules) -> Row:
     tenant = rules.tenants.check(r["tenant_id"])
+    bid, ask = _price(r["bid"], "bid"), _price(r["ask"], "ask")
+    if bid >= ask and not rules.keep_crossed_quotes:
+        code, relation = ("crossed_quote", "above") if bid > ask else ("locked_quote", "equal to")
+        raise invalid(code, f"bid {bid} is {relation} ask {ask} (validation.crossed_quotes is reject)", "bid")
     return (
         rules.ts(r["ts"], "ts"),
         tenant,
         _vendor(r["vendor"]),
         rules.symbol(r["symbol"]),
-        _price(r["bid"], "bid"),
-        _price(r["ask"], "ask"),
+        bid,
+        ask,
         _quantity(r["bid_size"], "bid_size"),
         _quantity(r["ask_size"], "ask_size"),
         r.get("exchange"),

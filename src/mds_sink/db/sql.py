@@ -99,7 +99,8 @@ def _upsert(spec: TableSpec, targets: list[Target], stage: str) -> str:
         "(tenant_id, vendor, symbol, price, bid, ask, ts, source, precedence) "
         f"SELECT DISTINCT ON (tenant_id, vendor, symbol) tenant_id, vendor, symbol, price, bid, ask, ts, "
         f"{feed.source}, precedence FROM ({written}) written "
-        "ORDER BY tenant_id, vendor, symbol, ts DESC, precedence DESC "
+        + (f"WHERE {feed.only_if} " if feed.only_if else "")
+        + "ORDER BY tenant_id, vendor, symbol, ts DESC, precedence DESC "
         "ON CONFLICT (tenant_id, vendor, symbol) DO UPDATE SET price = EXCLUDED.price, bid = EXCLUDED.bid, "
         "ask = EXCLUDED.ask, ts = EXCLUDED.ts, source = EXCLUDED.source, precedence = EXCLUDED.precedence, "
         "updated_at = now() "

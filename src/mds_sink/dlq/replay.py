@@ -229,12 +229,7 @@ def replay(
     pool = database_pool(settings.database, min_size=1, max_size=1, name="mds-sink-dlq-replay")
     pool.open(wait=True, timeout=settings.database.connect_timeout_s + 1)
     writer = Writer(pool, group)
-    rules = Rules(
-        TenantSet(writer.tenants()),
-        now_us=int(time.time() * 1e6),
-        max_future_skew_us=settings.validation.max_future_skew_s * 1_000_000,
-        symbol_max_length=settings.validation.symbol_max_length,
-    )
+    rules = settings.validation.rules(TenantSet(writer.tenants()), now_us=int(time.time() * 1e6))
     limit = _RateLimit(rate_per_s)
     schemas = open_schema_source(settings, settings.schemas)
     try:

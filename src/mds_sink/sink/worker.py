@@ -26,7 +26,7 @@ from mds_sink.config.settings import Settings
 from mds_sink.core.batcher import Batcher, TableBatch, TopicPartition
 from mds_sink.core.catalog import TABLES
 from mds_sink.core.tenancy import TenantTopics
-from mds_sink.core.validate import Rules, TenantSet
+from mds_sink.core.validate import TenantSet
 from mds_sink.db.preflight import check_database
 from mds_sink.db.writer import Staged, Writer, database_pool
 from mds_sink.kafka.clients import DeadLetterProducer, admin_config, prepare_topics, producer_config
@@ -131,12 +131,7 @@ class Worker:
         self.refresher = TenantRefresher(self.writer.tenants, self.tenants, s.validation.tenant_refresh_s)
         self.refresher.refresh()
         self.tenants.on_miss = self.refresher.reload_on_miss
-        self.rules = Rules(
-            self.tenants,
-            now_us=int(time.time() * 1e6),
-            max_future_skew_us=s.validation.max_future_skew_s * 1_000_000,
-            symbol_max_length=s.validation.symbol_max_length,
-        )
+        self.rules = s.validation.rules(self.tenants, now_us=int(time.time() * 1e6))
         self.batcher = Batcher(s.batching.max_rows, s.batching.max_ms, s.batching.max_bytes)
         self.ingest = Ingest(
             self.routes, decoders, self.rules, self.batcher, on_reject=rejected, tenant_topics=self.tenant_topics

@@ -153,3 +153,39 @@ def test_upgrading_to_0005_ranks_the_prices_already_stored() -> None:
             conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
             ranks = conn.execute("SELECT symbol, precedence FROM latest_prices ORDER BY symbol").fetchall()
     assert ranks == [("BOTH", 2), ("GONE", 1), ("HOUR", 3), ("MIN", 7), ("QUOTE", 9)]
+
+
+def test_crossed_and_locked_quotes_are_dead_lettered_or_kept_without_moving_the_latest_price() -> None:
+    rejecting = make_scenario(partitions=1, tables=["quotes"])
+    t = rejecting.add_tenant("crossed")
+    quotes = [
+        quote(t, "CROSS", 0, bid=1.0, ask=3.0),
+        quote(t, "CROSS", 1, bid=3.5, ask=3.0),  # crossed
+        quote(t, "CROSS", 2, bid=3.0, ask=3.0),  # locked
+    ]
+    with running_sink(rejecting.settings) as worker:
+        drain(rejecting, worker, {"quotes": quotes}, "the quotes committed")
+    letters = [dict(m.headers() or []) for m in rejecting.dead_letters("quotes", expect=2)]
+    assert sorted((h["mds.dlq.source.offset"], h["mds.dlq.reason"]) for h in letters) == [
+        (b"1", b"crossed_quote"),
+        (b"2", b"locked_quote"),
+    ]
+    assert rejecting.rows(t, "SELECT count(*) FROM quotes") == [(1,)]
+
+    keeping = make_scenario(partitions=1, tables=["quotes"], validation={"crossed_quotes": "keep"})
+    k = keeping.add_tenant("kept")
+    quotes = [
+        quote(k, "CROSS", 0, bid=1.0, ask=3.0),
+        quote(k, "CROSS", 1, bid=3.5, ask=3.0),
+        quote(k, "CROSS", 2, bid=3.0, ask=3.0),
+    ]
+    with running_sink(keeping.settings) as worker:
+        drain(keeping, worker, {"quotes": quotes}, "the quotes committed")
+    assert keeping.dead_letters("quotes", expect=0) == []
+    # Kept as they came, marked by bid >= ask; the latest price is still the last sound quote's.
+    assert keeping.rows(k, "SELECT bid, ask, bid >= ask FROM quotes ORDER BY ts") == [
+        (1.0, 3.0, False),
+        (3.5, 3.0, True),
+        (3.0, 3.0, True),
+    ]
+    assert keeping.rows(k, PRICES) == [("CROSS", 2.0, 1.0, 3.0, T0, "quote")]

@@ -220,6 +220,19 @@ def test_quote_rules() -> None:
     assert rejected("quotes", {**record, "bid_size": float("nan")}) == ("bad_volume", "bid_size")
 
 
+def test_crossed_and_locked_quotes_are_refused_unless_the_policy_keeps_them() -> None:
+    record = {"tenant_id": ACTIVE, "vendor": "v", "symbol": "X", "ts": NOW_US, "bid_size": 1.0, "ask_size": 1.0}
+    crossed, locked = {**record, "bid": 10.5, "ask": 10.0}, {**record, "bid": 10.0, "ask": 10.0}
+    assert rejected("quotes", crossed) == ("crossed_quote", "bid")
+    assert rejected("quotes", locked) == ("locked_quote", "bid")
+    with pytest.raises(RecordRejected) as caught:
+        VALIDATORS["quotes"](crossed, rules())
+    assert caught.value.rejection.message == "bid 10.5 is above ask 10.0 (validation.crossed_quotes is reject)"
+    keep = Rules(TenantSet({ACTIVE: True}), now_us=NOW_US, keep_crossed_quotes=True)
+    assert VALIDATORS["quotes"](crossed, keep)[4:6] == (10.5, 10.0)  # stored as it came
+    assert VALIDATORS["quotes"](locked, keep)[4:6] == (10.0, 10.0)
+
+
 def test_an_unknown_tenant_triggers_one_reload_before_it_is_refused() -> None:
     tenants = TenantSet({ACTIVE: True})
     reloads: list[int] = []

@@ -116,3 +116,8 @@ def test_migration_0005_ranks_stored_prices_as_the_sink_does() -> None:
     migration = load_migration("0005_latest_price_precedence")
     assert migration.BAR_PRECEDENCE == BAR_PRECEDENCE
     assert migration.QUOTE_PRECEDENCE == QUOTE_PRECEDENCE
+
+
+def test_a_kept_crossed_quote_never_feeds_the_latest_price() -> None:
+    assert "FROM (SELECT * FROM w0) written WHERE bid < ask ORDER BY" in flush_sql(QUOTES).upsert
+    assert "WHERE bid < ask" not in flush_sql(BARS).upsert
