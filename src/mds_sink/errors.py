@@ -45,6 +45,15 @@ class StoppedOnBadRecord(MdsSinkError):
     commits, so the record is read again after a restart."""
 
 
+class KeyConflicts(MdsSinkError):
+    """Staged outbox requests whose key the table holds with another job: the transaction rolls back,
+    and the flush dead-letters them and writes the rest (never an error that reaches an operator)."""
+
+    def __init__(self, table: str, keys: list[tuple[str, ...]]) -> None:
+        super().__init__(f"{len(keys)} {table} key(s) stored with another job")
+        self.keys = keys
+
+
 class OwnershipLost(MdsSinkError):
     """The offsets ledger names another member's epoch for a partition of the batch: it was assigned
     elsewhere since this member claimed it, so the batch's transaction rolls back instead of writing."""

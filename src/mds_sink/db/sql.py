@@ -24,6 +24,9 @@ class FlushSql:
     # tenant's rows are upserted into just the tables they go to.
     upserts: dict[tuple[int, ...], str]
     binary_types: tuple[str, ...] | None = None  # the COPY is binary: psycopg's set_types()
+    # An outbox's staged requests whose key is stored with another job (parameter %(tenant)s): run
+    # before the upsert, in its transaction; any row it returns is dead-lettered, never dropped.
+    conflicts: str | None = None
 
     @property
     def upsert(self) -> str:
@@ -72,7 +75,20 @@ def flush_sql(spec: TableSpec) -> FlushSql:
     places = range(len(spec.physical))
     subsets = [c for n in range(1, len(places) + 1) for c in combinations(places, n)]
     upserts = {subset: _upsert(spec, [spec.physical[p] for p in subset], stage) for subset in subsets}
-    return FlushSql(create, copy, upserts, types)
+    return FlushSql(create, copy, upserts, types, _conflicts(spec, stage))
+
+
+def _conflicts(spec: TableSpec, stage: str) -> str | None:
+    if not spec.conflict_columns:
+        return None
+    on = " AND ".join(f"t.{k} = {spec.column(k).expr('s')}" for k in spec.key)
+    stored = ", ".join(f"t.{c}" for c in spec.conflict_columns)
+    staged = ", ".join(spec.column(c).expr("s") for c in spec.conflict_columns)
+    return (
+        f"SELECT {', '.join(f's.{k}' for k in spec.key)} FROM {stage} s "
+        f"JOIN {WRITE_SCHEMA}.{spec.physical[0].table} t ON {on} "
+        f"WHERE s.tenant_id = %(tenant)s AND ({stored}) IS DISTINCT FROM ({staged})"
+    )
 
 
 def _upsert(spec: TableSpec, targets: list[Target], stage: str) -> str:

@@ -19,7 +19,7 @@ from mds_sink.core.catalog import TABLES
 from mds_sink.core.tables import TableSpec
 from mds_sink.core.validate import Row
 from mds_sink.db.sql import LEDGER_ADVANCE, LEDGER_CLAIM, SET_TENANT, FlushSql, flush_sql
-from mds_sink.errors import OwnershipLost
+from mds_sink.errors import KeyConflicts, OwnershipLost
 from mds_sink.metrics import FLUSH_SECONDS
 
 
@@ -176,11 +176,16 @@ class Writer:
             # One round trip for every tenant's statements and the ledger, not two per tenant: the
             # flush thread waits on the network once, and re-takes the GIL from the decoding once.
             # Statements still run in order in this transaction; the first error aborts the rest.
+            conflict_sql = self._sql[spec.name].conflicts
+            checks: list[psycopg.Cursor[Any]] = []
             with txn.conn.pipeline():
                 if also is not None and also.first is not None:
                     txn.cur.execute(also.first, also.params)
                 for tenant, targets in sorted(by_tenant.items()):
                     txn.cur.execute(SET_TENANT, (tenant,))
+                    if conflict_sql is not None:
+                        checks.append(txn.conn.cursor())
+                        checks[-1].execute(conflict_sql, {"tenant": tenant})
                     txn.cur.execute(upserts[targets], {"tenant": tenant})
                 if ledger is not None:
                     moved = txn.conn.cursor()
@@ -188,6 +193,9 @@ class Writer:
                 if also is not None:
                     extra = txn.conn.cursor()
                     extra.execute(also.statement, also.params)
+            conflicting = [tuple(str(v) for v in key) for check in checks for key in check.fetchall()]
+            if conflicting and commit:  # a probe writes nothing either way: only a real write stops here
+                raise KeyConflicts(spec.name, conflicting)  # rolls back; the flush takes them out, writes again
             if ledger is not None:
                 _check_fence(next_offsets, moved.fetchall())
             returned: list[tuple[Any, ...]] = []

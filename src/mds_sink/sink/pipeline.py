@@ -22,13 +22,13 @@ from mds_sink.avro.codec import Decoder
 from mds_sink.core import tenancy
 from mds_sink.core.batcher import Batcher, DeadLetter, Source, TableBatch, TopicPartition
 from mds_sink.core.catalog import VALIDATORS
-from mds_sink.core.rejection import RecordRejected, field_error, with_context
+from mds_sink.core.rejection import RecordRejected, Rejection, field_error, with_context
 from mds_sink.core.tables import TableSpec
 from mds_sink.core.tenancy import TenantTopics
 from mds_sink.core.validate import Record, Row, Rules
 from mds_sink.db.classify import classify, write_rejection
 from mds_sink.db.writer import Staged, WriteResult
-from mds_sink.errors import ErrorClass
+from mds_sink.errors import ErrorClass, KeyConflicts
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,12 @@ def settle(
                     spec, [row for row, _ in batch.rows.values()], batch.next_offsets, fence=batch.fence, staged=taken
                 )
                 return Settled(spec.name, result.rows, list(batch.dead_letters), dict(batch.next_offsets))
+            except KeyConflicts as exc:
+                # Out of the rows, into the dead letters (sent at the next attempt, before the write).
+                for key in exc.keys:
+                    _row, source = batch.rows.pop(key)
+                    batch.dead_letters.append(DeadLetter(source, _key_conflict(spec, key)))
+                continue
             except psycopg.Error as exc:
                 if classify(exc) is not ErrorClass.POISON:
                     raise
@@ -229,3 +235,14 @@ def settle(
         if staged is not None:  # never reached the write (the dead letters failed): roll it back
             staged.discard()
     raise PoisonNotIsolated(f"the database refused a batch of {spec.name} but no single row on its own")
+
+
+def _key_conflict(spec: TableSpec, key: tuple[str, ...]) -> Rejection:
+    *some, last = spec.conflict_columns
+    columns = f"{', '.join(some)} or {last}" if some else last
+    return Rejection(
+        "write",
+        "job_key_conflict",
+        f"idempotency key {key[-1]!r} already names another job in the database ({columns} differs)",
+        spec.conflict_columns[0],
+    )

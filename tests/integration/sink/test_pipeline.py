@@ -268,3 +268,40 @@ def test_tenant_isolation_under_load_through_a_small_pool() -> None:
     with psycopg.connect(scenario.owner_url) as conn:
         # The owner is under forced RLS too: without a context it sees nothing.
         assert conn.execute("SELECT count(*) FROM bars_minute").fetchone() == (0,)
+
+
+def test_a_job_request_that_reuses_a_stored_key_for_another_job_is_dead_lettered() -> None:
+    scenario = make_scenario(partitions=1, tables=["jobs"])
+    tenant = scenario.add_tenant("jobs")
+
+    def job(key: str, n: int) -> dict[str, Any]:
+        return {
+            "tenant_id": tenant,
+            "idempotency_key": key,
+            "job_type": "backfill_bars",
+            "payload": json.dumps({"n": n}),
+            "requested_at": iso_ts(1_763_650_800),
+        }
+
+    with running_sink(scenario.settings) as worker:
+        scenario.produce("jobs", [job("k1", 1)])
+        wait_until(lambda: drained(worker, scenario.end_offsets()), what="the first request committed")
+        # In a later batch: another job under the stored key k1, a new key, and the first request again.
+        scenario.produce("jobs", [job("k2", 1), job("k1", 2)])
+        wait_until(lambda: drained(worker, scenario.end_offsets()), what="the later requests committed")
+        scenario.produce("jobs", [job("k1", 1)])
+        wait_until(lambda: drained(worker, scenario.end_offsets()), what="the later requests committed")
+    assert scenario.rows(tenant, "SELECT idempotency_key, payload->>'n' FROM jobs ORDER BY 1") == [
+        ("k1", "1"),
+        ("k2", "1"),
+    ]
+    (letter,) = scenario.dead_letters("jobs", expect=1)
+    headers = dict(letter.headers() or [])
+    assert (headers["mds.dlq.source.offset"], headers["mds.dlq.stage"], headers["mds.dlq.reason"]) == (
+        b"2",  # k1 with n=2
+        b"write",
+        b"job_key_conflict",
+    )
+    assert headers["mds.dlq.message"] == (
+        b"idempotency key 'k1' already names another job in the database (job_type, payload or priority differs)"
+    )

@@ -121,3 +121,15 @@ def test_migration_0005_ranks_stored_prices_as_the_sink_does() -> None:
 def test_a_kept_crossed_quote_never_feeds_the_latest_price() -> None:
     assert "FROM (SELECT * FROM w0) written WHERE bid < ask ORDER BY" in flush_sql(QUOTES).upsert
     assert "WHERE bid < ask" not in flush_sql(BARS).upsert
+
+
+def test_only_the_outbox_checks_for_a_key_stored_with_another_job() -> None:
+    conflicts = flush_sql(JOBS).conflicts
+    assert conflicts is not None
+    assert "JOIN tenant_view.jobs t ON t.tenant_id = s.tenant_id::uuid AND t.idempotency_key = s.idempotency_key" in (
+        conflicts
+    )
+    assert conflicts.endswith(
+        "(t.job_type, t.payload, t.priority) IS DISTINCT FROM (s.job_type, s.payload::jsonb, s.priority)"
+    )
+    assert flush_sql(BARS).conflicts is None
