@@ -289,7 +289,7 @@ def sink_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env["MDS_SINK_KAFKA__GROUP_ID"] = settings.kafka.group_id
     for table, topic in settings.topics.model_dump().items():
-        env[f"MDS_SINK_TOPICS__{table.upper()}"] = topic
+        env[f"MDS_SINK_TOPICS__{table.upper()}"] = str(topic)  # tenant_topics is a bool
     for group in ("batching", "retry"):
         for name, value in getattr(settings, group).model_dump().items():
             env[f"MDS_SINK_{group.upper()}__{name.upper()}"] = str(value)
