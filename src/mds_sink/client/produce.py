@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import sys
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,7 +59,16 @@ def count_lines(path: str) -> int | None:
         return None
 
 
+def _us(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 def _timestamp_us(value: Any, name: str) -> int:
+    if isinstance(value, datetime):
+        return _us(value)
     if isinstance(value, bool):
         raise ValueError(f"field {name!r}: expected an ISO 8601 timestamp or integer microseconds")
     if isinstance(value, int):
@@ -68,14 +78,13 @@ def _timestamp_us(value: Any, name: str) -> int:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise ValueError(f"field {name!r}: {value!r} is not an ISO 8601 timestamp") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return _us(parsed)
     raise ValueError(f"field {name!r}: expected an ISO 8601 timestamp or integer microseconds")
 
 
 def _days(value: Any, name: str) -> int:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return (value - date(1970, 1, 1)).days
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -105,11 +114,17 @@ class RecordEncoder:
             elif logical == "date":
                 self._converters[f["name"]] = _days
         self._fields = {f["name"] for f in self.schema["fields"]}
+        self._defaults = {f["name"]: f["default"] for f in self.schema["fields"] if "default" in f}
 
     def key(self, obj: dict[str, Any]) -> bytes:
         return "|".join(str(obj.get(k, "")) for k in CATALOG[self.spec.name].key_fields).encode()
 
     def encode(self, obj: Any) -> bytes:
+        return self.frame(self.record(obj))
+
+    def record(self, obj: Any) -> dict[str, Any]:
+        """The record as the Avro writer (and the sink's decoder) sees it: timestamps in microseconds,
+        dates in days, a job's payload as JSON text, tenant ids as text."""
         if not isinstance(obj, dict):
             raise ValueError("expected a JSON object")
         unknown = sorted(set(obj) - self._fields)
@@ -120,6 +135,16 @@ class RecordEncoder:
         }
         if self.spec.name == "jobs" and isinstance(record.get("payload"), dict):
             record["payload"] = json.dumps(record["payload"])
+        if isinstance(record.get("tenant_id"), uuid.UUID):
+            record["tenant_id"] = str(record["tenant_id"])
+        return record
+
+    def with_defaults(self, record: dict[str, Any]) -> dict[str, Any]:
+        """`record` with the schema's defaults for the fields it leaves out, as the sink decodes it."""
+        missing = {k: v for k, v in self._defaults.items() if k not in record}
+        return {**missing, **record} if missing else record
+
+    def frame(self, record: dict[str, Any]) -> bytes:
         try:
             return encode(self._parsed, self.schema_id, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
