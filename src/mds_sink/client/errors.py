@@ -11,11 +11,12 @@ from mds_sink.errors import MdsSinkError
 
 
 class PublishError(MdsSinkError):
-    """A record was not published; `record` names it."""
+    """A record was not published; `record` names it, `reason` says why."""
 
     def __init__(self, record: str, message: str) -> None:
         super().__init__(f"{record}: {message}")
         self.record = record
+        self.reason = message
 
 
 class RetryablePublishError(PublishError):

@@ -27,6 +27,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from mds_sink.client.encoder import RecordEncoder, encoder_for
 from mds_sink.client.errors import (
     NotAcknowledged,
     PermanentPublishError,
@@ -34,8 +35,7 @@ from mds_sink.client.errors import (
     RecordInvalid,
     RetryablePublishError,
 )
-from mds_sink.client.produce import RecordEncoder, encoder_for
-from mds_sink.client.records import JobRequest, Record
+from mds_sink.client.records import JobRequest, Publishable
 from mds_sink.config.settings import Settings
 from mds_sink.core.catalog import CATALOG, DataType
 from mds_sink.core.rejection import RecordRejected, field_error
@@ -161,9 +161,11 @@ class PublisherCore:
             converter = self._converters[data_type.name] = encoder_for(data_type.spec, self.schemas_dir)
         return converter
 
-    def prepare(self, record: Record) -> Outgoing:
+    def prepare(self, record: Publishable) -> Outgoing:
         """The record framed, keyed and routed; RecordInvalid (naming the field) if the sink would refuse it."""
-        data_type = CATALOG[record.table]
+        data_type = CATALOG.get(record.table)
+        if data_type is None:
+            raise ValueError(f"unknown table {record.table!r}: expected one of {', '.join(CATALOG)}")
         base: str = getattr(self.settings.topics, data_type.name)
         fields = record.fields()
         if not base:
@@ -287,7 +289,7 @@ class Publisher:
         self.core = PublisherCore(settings, schemas_dir=schemas_dir, queue_records=queue_records, clock=clock)
         self.flush_timeout_s = flush_timeout_s
 
-    def publish(self, record: Record) -> Future[Delivery]:
+    def publish(self, record: Publishable) -> Future[Delivery]:
         """Validate, encode and send one record; RecordInvalid or PermanentPublishError before sending."""
         out = self.core.prepare(record)
         future: Future[Delivery] = Future()
@@ -295,7 +297,7 @@ class Publisher:
             self.core.wait_for_room()  # backpressure: block, never drop
         return future
 
-    def publish_many(self, records: Iterable[Record]) -> list[Future[Delivery]]:
+    def publish_many(self, records: Iterable[Publishable]) -> list[Future[Delivery]]:
         """Every record, in order; the first invalid one raises (the ones before it are sent)."""
         return [self.publish(r) for r in records]
 
@@ -352,7 +354,7 @@ class AsyncPublisher:
         self.core = PublisherCore(settings, schemas_dir=schemas_dir, queue_records=queue_records, clock=clock)
         self.flush_timeout_s = flush_timeout_s
 
-    async def publish(self, record: Record) -> asyncio.Future[Delivery]:
+    async def publish(self, record: Publishable) -> asyncio.Future[Delivery]:
         out = self.core.prepare(record)
         future: Future[Delivery] = Future()
         while not self.core.try_send(out, future):
@@ -360,7 +362,7 @@ class AsyncPublisher:
             await asyncio.sleep(0.005)
         return asyncio.wrap_future(future)
 
-    async def publish_many(self, records: Iterable[Record]) -> list[asyncio.Future[Delivery]]:
+    async def publish_many(self, records: Iterable[Publishable]) -> list[asyncio.Future[Delivery]]:
         return [await self.publish(r) for r in records]
 
     async def enqueue_job(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, ClassVar
 
@@ -137,5 +138,18 @@ class JobRequest:
         return _fields(self)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fields:
+    """A record of any type as its fields, the way NDJSON gives them (`table`: bars, quotes, ...); checked
+    and encoded exactly as the typed records are."""
+
+    table: str
+    values: Mapping[str, Any]
+
+    def fields(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
 Record = Bar | Quote | Fundamentals | News | OptionSnapshot | JobRequest
+Publishable = Record | Fields
 RECORD_TYPES: tuple[type[Record], ...] = (Bar, Quote, Fundamentals, News, OptionSnapshot, JobRequest)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 from mds_sink.avro.codec import Decoder, LocalSchemas, load_schema_file
+from mds_sink.client.produce import publish
+from mds_sink.core.catalog import TABLES
 from tests.support import SCHEMAS, bar, make_scenario, read_topic, sink_env
 
 
@@ -67,3 +70,20 @@ def test_produce_reads_gzip_and_stdin_and_names_bad_lines(tmp_path: Path) -> Non
     assert [decoder.decode(m.value())["ts"] for m in sorted(nvda, key=lambda m: m.offset())] == sorted(
         decoder.decode(m.value())["ts"] for m in nvda
     )
+
+
+def test_produce_refuses_a_line_the_sink_would_dead_letter_naming_line_and_field() -> None:
+    scenario = make_scenario(partitions=1, tables=["bars"])
+    tenant = "6f1c2a4e-8d3b-4c5a-9e7f-0a1b2c3d4e5f"
+    good = bar(tenant, "AAPL", 1)
+    lines = [json.dumps({**good, "high": 1.0}), json.dumps(good), json.dumps({**good, "tenant_id": "acme"}), "[1]"]
+    done = publish(scenario.settings, TABLES["bars"], io.StringIO("\n".join(lines)), schemas_dir=SCHEMAS)
+    assert (done.topic, done.sent) == (scenario.topic("bars"), 1)
+    assert [str(e) for e in done.bad_lines] == [
+        "line 1: validate/ohlc_inconsistent (field high): high 1.0 / low 99.0 do not bound open 99.5 and close 100.0",
+        "line 3: validate/bad_tenant_id (field tenant_id): tenant_id 'acme' is not a UUID",
+        "line 4: expected a JSON object",
+    ]
+    assert [m.key() for m in read_topic(scenario.settings, scenario.topic("bars"))] == [
+        f"{tenant}|polygon|AAPL".encode()
+    ]
