@@ -1,0 +1,37 @@
+"""The library for collectors and readers: typed records, publishers that check records as the sink does,
+and readers of what the sink wrote (docs/client.md)."""
+
+from mds_sink.client.errors import (
+    NotAcknowledged,
+    PermanentPublishError,
+    PublishError,
+    RecordInvalid,
+    RetryablePublishError,
+)
+from mds_sink.client.publisher import AsyncPublisher, Delivery, Publisher
+from mds_sink.client.reader import AsyncReader, BarRow, LatestPrice, Reader, as_dataframe, as_dicts
+from mds_sink.client.records import Bar, Fields, Fundamentals, JobRequest, News, OptionSnapshot, Quote
+
+__all__ = [
+    "AsyncPublisher",
+    "AsyncReader",
+    "Bar",
+    "BarRow",
+    "Delivery",
+    "Fields",
+    "Fundamentals",
+    "JobRequest",
+    "LatestPrice",
+    "News",
+    "NotAcknowledged",
+    "OptionSnapshot",
+    "PermanentPublishError",
+    "PublishError",
+    "Publisher",
+    "Quote",
+    "Reader",
+    "RecordInvalid",
+    "RetryablePublishError",
+    "as_dataframe",
+    "as_dicts",
+]
