@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -130,10 +131,9 @@ class PublisherCore:
         self._encoders: dict[str, RecordEncoder] = {}  # by topic: with a registry, each topic has its id
         self._converters: dict[str, RecordEncoder] = {}
         self._lock = threading.Lock()
-        self._pending: dict[int, tuple[str, Future[Delivery]]] = {}
+        self._pending: dict[Future[Delivery], str] = {}  # sent, not yet reported: the record's name
         self._failures: list[PublishError] = []
         self._sent = 0
-        self._next = 0
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._serve, name="mds-publisher-deliveries", daemon=True)
         self._poller.start()
@@ -195,31 +195,26 @@ class PublisherCore:
 
     def try_send(self, out: Outgoing, future: Future[Delivery]) -> bool:
         """Hand the record to the producer; False when its local queue is full (nothing was sent)."""
-        with self._lock:
-            token = self._next
-            self._next += 1
-            self._pending[token] = (out.label, future)
+        # Dict stores and pops are atomic: the delivery thread and publishing threads share _pending
+        # without a lock, which the hot path would pay for twice per record.
+        self._pending[future] = out.label
         try:
-            self.producer.produce(
-                out.topic, value=out.value, key=out.key, on_delivery=lambda err, msg: self._delivered(token, err, msg)
-            )
+            self.producer.produce(out.topic, value=out.value, key=out.key, on_delivery=partial(self._delivered, future))
         except BufferError:
-            with self._lock:
-                del self._pending[token]
+            del self._pending[future]
             return False
         with self._lock:
             self._sent += 1
         return True
 
-    def _delivered(self, token: int, err: KafkaError | None, msg: Any) -> None:
-        with self._lock:
-            label, future = self._pending.pop(token)
+    def _delivered(self, future: Future[Delivery], err: KafkaError | None, msg: Any) -> None:
+        label = self._pending.pop(future)
         if err is None:
             if not future.cancelled():  # a caller that cancelled its future has stopped listening
                 future.set_result(Delivery(msg.topic(), msg.partition(), msg.offset()))
             return
         error = _delivery_error(label, err)
-        with self._lock:
+        with self._lock:  # flush swaps the list under this lock: no failure is lost between
             self._failures.append(error)
         if not future.cancelled():
             future.set_exception(error)
@@ -233,7 +228,7 @@ class PublisherCore:
         with self._lock:
             late = [
                 RetryablePublishError(label, f"not acknowledged within {timeout_s:g}s")
-                for label, _ in self._pending.values()
+                for label in list(self._pending.values())
             ]
             failures, total = self._failures + late, self._sent
             self._failures, self._sent = [], len(self._pending)
