@@ -165,3 +165,30 @@ def test_flush_raises_naming_each_record_the_broker_did_not_acknowledge() -> Non
     for future in futures:
         assert isinstance(future.exception(0), RetryablePublishError)
     publisher.close()  # nothing left: the failures were reported by the flush above
+
+
+def test_records_from_the_async_publisher_become_exactly_the_rows() -> None:
+    scenario = make_scenario(partitions=2, tables=["bars", "jobs"])
+    tenant = scenario.add_tenant("apub")
+    records = bars(tenant, "AMD", 4) + bars(tenant, "INTC", 4)
+
+    async def publish_all() -> None:
+        async with AsyncPublisher(scenario.settings) as publisher:
+            pending = await publisher.publish_many(records)
+            pending.append(
+                await publisher.enqueue_job(
+                    tenant_id=tenant, idempotency_key="k", job_type="backfill", priority=5, requested_at=START
+                )
+            )
+            await asyncio.gather(*pending)
+
+    asyncio.run(asyncio.wait_for(publish_all(), timeout=60))
+    with running_sink(scenario.settings) as worker:
+        ends = scenario.end_offsets()
+        wait_until(lambda: drained(worker, ends), timeout_s=60, what="the sink to commit every record")
+    assert scenario.rows(tenant, "SELECT symbol, ts, close, volume FROM bars ORDER BY symbol, ts") == [
+        (symbol, START + timedelta(minutes=m), 100.5 + m, 1000.0 + m) for symbol in ("AMD", "INTC") for m in range(4)
+    ]
+    assert scenario.rows(tenant, "SELECT idempotency_key, job_type, payload, priority FROM jobs") == [
+        ("k", "backfill", {}, 5)
+    ]
