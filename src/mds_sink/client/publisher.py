@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from mds_sink.client.encoder import RecordEncoder, encoder_for
 from mds_sink.client.errors import (
@@ -203,6 +203,9 @@ class PublisherCore:
         except BufferError:
             del self._pending[future]
             return False
+        except KafkaException as exc:  # the producer refused it outright (a fatal producer error, say)
+            del self._pending[future]
+            raise _delivery_error(out.label, exc.args[0]) from None
         with self._lock:
             self._sent += 1
         return True
