@@ -73,6 +73,7 @@ class Reader:
 
     def __init__(self, url: str, *, tenant: str | None = None) -> None:
         self._conn, self.tenant_id = reads.connect(url, tenant)
+        self.role: str = self._conn.info.user
         self._lock = threading.Lock()
 
     def latest_prices(self, symbols: Sequence[str], vendor: str | None = None) -> list[LatestPrice]:

@@ -150,4 +150,12 @@ def bars_window(
     if stored.rows or view is None:
         return stored
     aggregate = sql.SQL(_AGGREGATE_SQL).format(view=sql.Identifier(view))
-    return read(conn, tenant_id, aggregate, params)
+    try:
+        return read(conn, tenant_id, aggregate, params)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        # Without TimescaleDB the aggregate is a security-invoker view over bars_minute, which a tenant
+        # reader may not select: say so in one line rather than answer "no bars".
+        raise QueryError(
+            f"no {timeframe} bars stored in the range, and role {conn.info.user} may not read the aggregate "
+            f"tenant_view.{view} ({str(exc).splitlines()[0]})"
+        ) from None

@@ -126,14 +126,20 @@ def test_bars_window_reads_the_aggregate_where_no_bars_of_its_timeframe_are_stor
     world: tuple[Scenario, str, str, str],
 ) -> None:
     # Through the gateway: on PostgreSQL without TimescaleDB the aggregate views are security_invoker
-    # views over bars_minute, which a tenant reader may not select (reported; not the Reader's to fix).
-    scenario, a, _b, _url = world
+    # views over bars_minute, which a tenant reader may not select: it is told so in one line.
+    scenario, a, _b, url = world
     aggregate = (
         "SELECT ts, vendor, symbol, '5m', open, high, low, close, volume, vwap, trade_count, 0 "
         "FROM tenant_view.bars_5m WHERE symbol = 'AAPL' AND ts >= %(start)s AND ts < %(end)s ORDER BY ts"
     )
     with Reader(scenario.reader_url, tenant=a) as reader:
         window = reader.bars_window("AAPL", "5m", START, END)
+    with Reader(url) as tenant_reader, pytest.raises(QueryError) as refused:
+        tenant_reader.bars_window("AAPL", "5m", START, END)
+    assert str(refused.value) == (
+        f"no 5m bars stored in the range, and role {tenant_reader.role} may not read the aggregate "
+        "tenant_view.bars_5m (permission denied for table bars_minute)"
+    )
     assert window == [BarRow(*row) for row in direct(scenario.reader_url, a, aggregate, {"start": START, "end": END})]
     # The five 1m bars of A (never B's) as one 5m bar: first open, highest high, lowest low, last close.
     assert [(r.ts, r.timeframe, r.open, r.high, r.low, r.close, r.volume, r.revision) for r in window] == [
