@@ -72,13 +72,14 @@ def test_a_write_permission_revoked_mid_stream_stops_the_sink_and_a_restart_lose
     try:
         wait_until(lambda: written(scenario, tenants) >= 1000, timeout_s=120, what="a first part written")
         with psycopg.connect(scenario.owner_url, autocommit=True) as conn:
-            conn.execute(f'REVOKE INSERT, UPDATE ON bars_minute FROM "{writer}"')
+            # The writer reaches the table only through its tenant view (migration 0007).
+            conn.execute(f'REVOKE INSERT, UPDATE ON tenant_view.bars_minute FROM "{writer}"')
         revoked = True
         # Every batch after this one fails for good ("permission denied", neither poison nor transient).
         assert proc.wait(timeout=60) == 3, log.read_text()[-3000:]
         stopped_at = written(scenario, tenants)
         with psycopg.connect(scenario.owner_url, autocommit=True) as conn:
-            conn.execute(f'GRANT INSERT, UPDATE ON bars_minute TO "{writer}"')
+            conn.execute(f'GRANT INSERT, UPDATE ON tenant_view.bars_minute TO "{writer}"')
         revoked = False
         producer.join(timeout=120)
         proc = start_sink_process(scenario.settings, log)
@@ -92,12 +93,12 @@ def test_a_write_permission_revoked_mid_stream_stops_the_sink_and_a_restart_lose
     finally:
         if revoked:
             with psycopg.connect(scenario.owner_url, autocommit=True) as conn:
-                conn.execute(f'GRANT INSERT, UPDATE ON bars_minute TO "{writer}"')
+                conn.execute(f'GRANT INSERT, UPDATE ON tenant_view.bars_minute TO "{writer}"')
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     assert proc.returncode == 0, log.read_text()[-3000:]
     text = log.read_text()
-    assert "permission denied for table bars_minute" in text
+    assert "permission denied for view bars_minute" in text
     assert 1000 <= stopped_at < len(records)
     assert_exactly_once(scenario, tenants, per_tenant=2400)
     assert {tp: o for tp, (o, _epoch) in ledger(scenario).items()} == ends
