@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from mds_sink import __version__
 from mds_sink.errors import StartupError
+from mds_sink.http.base import BadBody, Methods, Server, body_length
 from mds_sink.http.server import authenticate
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def match(routes: Routes, path: str) -> tuple[Mapping[str, tuple[Handler, bool]]
 
 
 def _handler(routes: Routes, token: SecretStr | None, token_setting: str) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(Methods):
         server_version = f"mds-sink-control/{__version__}"
         timeout = REQUEST_TIMEOUT_S
 
@@ -125,14 +126,9 @@ def _handler(routes: Routes, token: SecretStr | None, token_setting: str) -> typ
                     self._send(*refused)
                     return
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if length < 0:
-                self._send(*_json(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"}))
-                return
-            if length > MAX_BODY_BYTES:
-                self._send(*_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"}))
+                length = body_length(self.headers.get("Content-Length"), MAX_BODY_BYTES)
+            except BadBody as bad:
+                self._send(*_json(bad.status, {"error": bad.message}))
                 return
             body = self.rfile.read(length) if length else b""
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -144,21 +140,6 @@ def _handler(routes: Routes, token: SecretStr | None, token_setting: str) -> typ
             if protected:
                 log.info("control API: %s %s from %s: %d", self.command, url.path, self.client_address[0], reply[0])
             self._send(*reply)
-
-        def do_GET(self) -> None:
-            self._dispatch()
-
-        def do_POST(self) -> None:
-            self._dispatch()
-
-        def do_PUT(self) -> None:
-            self._dispatch()
-
-        def do_DELETE(self) -> None:
-            self._dispatch()
-
-        def do_PATCH(self) -> None:
-            self._dispatch()
 
     return Handler
 
@@ -187,9 +168,8 @@ def serve(
             "32 characters) before listening where others can connect"
         )
     try:
-        server = ThreadingHTTPServer((host, port), _handler(routes, token, token_setting))
+        server = Server((host, port), _handler(routes, token, token_setting))
     except OSError as exc:
         raise StartupError(f"cannot listen on {host}:{port} ({host_setting}): {exc.strerror or exc}") from None
-    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="mds-control-api", daemon=True).start()
     return ApiServer(server)

@@ -30,6 +30,7 @@ from mds_sink import __version__, metrics
 from mds_sink.errors import StartupError
 from mds_sink.http import admin as http_admin
 from mds_sink.http.admin import BadRequest, Reply
+from mds_sink.http.base import BadBody, Methods, Server, body_length
 from mds_sink.sink.control import SinkControl
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ def authenticate(token: SecretStr | None, authorization: str | None) -> Response
 
 
 def _handler(sink: SinkControl) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(Methods):
         server_version = f"mds-sink/{__version__}"
         timeout = REQUEST_TIMEOUT_S
 
@@ -227,14 +228,9 @@ def _handler(sink: SinkControl) -> type[BaseHTTPRequestHandler]:
                     self._send(refusal)
                     return
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length < 0:
-                    raise ValueError(length)
-            except ValueError:
-                self._send(json_response(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"}))
-                return
-            if length > http_admin.MAX_BODY_BYTES:
-                self._send(json_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"}))
+                length = body_length(self.headers.get("Content-Length"), http_admin.MAX_BODY_BYTES)
+            except BadBody as bad:
+                self._send(json_response(bad.status, {"error": bad.message}))
                 return
             body = self.rfile.read(length) if length else b""
             try:
@@ -244,29 +240,7 @@ def _handler(sink: SinkControl) -> type[BaseHTTPRequestHandler]:
                 response = json_response(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
             self._send(response)
 
-        def do_GET(self) -> None:
-            self._dispatch()
-
-        def do_POST(self) -> None:
-            self._dispatch()
-
-        def do_PUT(self) -> None:
-            self._dispatch()
-
-        def do_DELETE(self) -> None:
-            self._dispatch()
-
-        def do_PATCH(self) -> None:
-            self._dispatch()
-
     return Handler
-
-
-class _Server(ThreadingHTTPServer):
-    # The standard library listens with a backlog of 5: a few idle keep-alive connections plus a burst
-    # of scrapes and probes were enough to make a probe time out.
-    request_queue_size = 128
-    daemon_threads = True
 
 
 class SidePort:
@@ -303,7 +277,7 @@ def start_side_port(sink: SinkControl) -> SidePort:
     # Every other gauge is set by the consumer loop and freezes with it; this one is read at scrape time.
     metrics.HEARTBEAT_AGE.set_function(lambda: time.monotonic() - sink.state.heartbeat)
     try:
-        server = _Server((http.host, http.port), _handler(sink))
+        server = Server((http.host, http.port), _handler(sink))
     except OSError as exc:
         raise StartupError(
             f"cannot listen on {http.host}:{http.port} (settings http.host, http.port): {exc.strerror or exc}"
