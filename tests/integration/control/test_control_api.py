@@ -11,19 +11,14 @@ import re
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from openapi_schema_validator import OAS31Validator
-from openapi_schema_validator import validate as validate_schema
 from typer.testing import CliRunner
 
 from mds_sink.cli.app import app
@@ -31,6 +26,7 @@ from mds_sink.config.settings import Settings, load_settings
 from mds_sink.control.api import ROUTE_TABLE
 from mds_sink.db import migrate
 from mds_sink.db.migrate import MIGRATION_LOCK_KEY
+from tests.http_client import Reply, check_documented, request
 from tests.integration.control.test_backfill import T_AFTER, T_RANGE, iso, produce
 from tests.observability import load_yaml
 from tests.support import Scenario, bar, make_scenario, sink_env, wait_until
@@ -41,16 +37,6 @@ SPEC: dict[str, Any] = load_yaml(Path(__file__).resolve().parents[3] / "docs" / 
 SEEN: set[tuple[str, str]] = set()  # operations answered, for the coverage check at the end
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
 def _template(path: str) -> str:
     bare = path.split("?", maxsplit=1)[0]
     for template in ROUTE_TABLE:
@@ -59,38 +45,10 @@ def _template(path: str) -> str:
     raise AssertionError(f"no route for {path}")
 
 
-def _inline(node: Any) -> Any:
-    if isinstance(node, dict):
-        if "$ref" in node:
-            target: Any = SPEC
-            for part in node["$ref"].removeprefix("#/").split("/"):
-                target = target[part]
-            return _inline(target)
-        return {k: _inline(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_inline(v) for v in node]
-    return node
-
-
 def call(base: str, method: str, path: str, body: Any = None, *, token: str | None = TOKEN) -> Reply:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=90) as response:
-            reply = Reply(response.status, dict(response.headers), response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            reply = Reply(error.code, dict(error.headers), error.read())
+    reply = request(base, method, path, body, token=token, timeout_s=90)
     template = _template(path)
-    responses = _inline(SPEC["paths"][template][method.lower()]["responses"])
-    assert str(reply.status) in responses, f"{method} {path} answered {reply.status}: {reply.body[:300]!r}"
-    content = responses[str(reply.status)].get("content", {})
-    if "application/json" in content:
-        validate_schema(reply.json(), content["application/json"]["schema"], cls=OAS31Validator)
+    check_documented(SPEC, method, template, reply)
     SEEN.add((template, method))
     return reply
 

@@ -7,12 +7,9 @@ for them: what reaches the database and which offsets are committed show what th
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -22,12 +19,12 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from openapi_schema_validator import OAS31Validator
-from openapi_schema_validator import validate as validate_schema
 from prometheus_client.parser import text_string_to_metric_families
 
 from mds_sink.http.server import HEARTBEAT_LIMIT_S, side_port
 from mds_sink.sink.worker import Worker
+from tests.http_client import Reply, request
+from tests.http_client import check_documented as check_openapi
 from tests.integration.records import bar, unique_symbols
 from tests.observability import OPENAPI, load_yaml
 from tests.support import Scenario, make_scenario, running_sink, wait_until
@@ -36,52 +33,12 @@ TOKEN = "it-" + uuid.uuid4().hex + uuid.uuid4().hex
 SPEC: dict[str, Any] = load_yaml(OPENAPI)
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
 def call(base: str, method: str, path: str, body: Any = None, *, token: str | None = TOKEN) -> Reply:
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    request = urllib.request.Request(base + path, data=data, method=method)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            return Reply(response.status, dict(response.headers), response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return Reply(error.code, dict(error.headers), error.read())
-
-
-def _inline(node: Any) -> Any:
-    """The schema with every local $ref replaced by what it points at."""
-    if isinstance(node, dict):
-        if "$ref" in node:
-            target: Any = SPEC
-            for part in node["$ref"].removeprefix("#/").split("/"):
-                target = target[part]
-            return _inline(target)
-        return {k: _inline(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_inline(v) for v in node]
-    return node
+    return request(base, method, path, body, token=token, timeout_s=15)
 
 
 def check_documented(method: str, path: str, reply: Reply) -> None:
-    """The status is one the description lists for this operation, and a JSON body matches its schema."""
-    responses = _inline(SPEC["paths"][path][method.lower()]["responses"])
-    assert str(reply.status) in responses, f"{method} {path} answered {reply.status}: {reply.body[:300]!r}"
-    content = responses[str(reply.status)].get("content", {})
-    if "application/json" in content:
-        validate_schema(reply.json(), content["application/json"]["schema"], cls=OAS31Validator)
+    check_openapi(SPEC, method, path, reply)
 
 
 def metric(base: str, name: str, **labels: str) -> float | None:
