@@ -20,6 +20,12 @@ class ErrorClass(Enum):
     UNKNOWN = "unknown"
 
 
+def first_line(exc: BaseException) -> str:
+    """What an error says in one line: its first line of text, else the name of its class."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class MdsSinkError(Exception):
     """The base of every error below."""
 

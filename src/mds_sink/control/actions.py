@@ -17,12 +17,7 @@ from mds_sink.config.settings import Settings
 from mds_sink.control import aggregates, policies, policy_db, retention
 from mds_sink.db import migrate
 from mds_sink.db.dsn import unreachable
-from mds_sink.errors import QueryError, StartupError
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+from mds_sink.errors import QueryError, StartupError, first_line
 
 
 @contextmanager
@@ -100,7 +95,8 @@ def apply_policies(settings: Settings) -> dict[str, Any]:
             ) from None
         except psycopg.Error as exc:
             raise StartupError(
-                f"{_line(exc)}: the changes of that table were rolled back ({len(applied)} before it are committed)"
+                f"{first_line(exc)}: the changes of that table were rolled back "
+                f"({len(applied)} before it are committed)"
             ) from None
     return {"changes": applied, "notes": list(plan.notes)}
 
@@ -151,7 +147,7 @@ def refresh_aggregates(settings: Settings, start: datetime, end: datetime, only:
         try:
             policy_db.refresh_aggregates(conn, continuous, start, end, refreshed.append)
         except psycopg.Error as exc:
-            raise StartupError(f"refresh failed: {_line(exc)}") from None
+            raise StartupError(f"refresh failed: {first_line(exc)}") from None
     return {
         "refreshed": refreshed,
         # Without TimescaleDB the aggregates are views computed when read: always current, nothing to do.

@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mds_sink import metrics
 from mds_sink.config.settings import Settings
 from mds_sink.control import actions, backfill_jobs, backfill_run
-from mds_sink.errors import MdsSinkError, QueryError
+from mds_sink.errors import MdsSinkError, QueryError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,6 @@ class BadRequest(Exception):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _body(raw: bytes, allowed: frozenset[str], *, required: bool = False) -> dict[str, Any]:
@@ -126,10 +121,10 @@ class ControlPlane:
                 op.result = work()
                 op.state = "succeeded"
             except MdsSinkError as exc:
-                op.state, op.error = "failed", _line(exc)
+                op.state, op.error = "failed", first_line(exc)
             except Exception as exc:
                 log.exception("control API: %s failed", action)
-                op.state, op.error = "failed", _line(exc)
+                op.state, op.error = "failed", first_line(exc)
             finally:
                 op.finished_at = _now()
                 op.done.set()
@@ -164,7 +159,7 @@ class ControlPlane:
             with actions.owner_connection(self.settings) as conn:
                 conn.execute("SELECT 1")
         except Exception as exc:
-            return HTTPStatus.SERVICE_UNAVAILABLE, {"status": "not ready", "reason": _line(exc)}, {}
+            return HTTPStatus.SERVICE_UNAVAILABLE, {"status": "not ready", "reason": first_line(exc)}, {}
         return HTTPStatus.OK, {"status": "ready"}, {}
 
     def metrics(self, _p: Mapping[str, str], _q: Mapping[str, str], _b: bytes) -> Reply:
@@ -174,7 +169,7 @@ class ControlPlane:
         try:
             return HTTPStatus.OK, actions.schema_version(self.settings), {}
         except Exception as exc:
-            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": _line(exc)}, {}
+            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": first_line(exc)}, {}
 
     def migrate(self, _p: Mapping[str, str], query: Mapping[str, str], body: bytes) -> Reply:
         fields = _body(body, frozenset({"to", "allow_downgrade"}))
@@ -249,7 +244,7 @@ class ControlPlane:
         except (QueryError, BadRequest) as exc:
             return HTTPStatus.BAD_REQUEST, {"error": str(exc)}, {}
         except MdsSinkError as exc:
-            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": _line(exc)}, {}
+            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": first_line(exc)}, {}
         done = self._run_backfill(job_id)
         done.wait(wait)
         report = self._job(job_id)
@@ -268,7 +263,7 @@ class ControlPlane:
                     if not cancel.is_set() and not self.stopping.is_set():
                         backfill_run.run(self.settings, job_id, cancel=cancel, stop=self.stopping)
             except Exception as exc:  # recorded on the job by the run, or it never started
-                log.warning("backfill %s: %s", job_id, _line(exc))
+                log.warning("backfill %s: %s", job_id, first_line(exc))
             finally:
                 with self._lock:
                     self._backfills.pop(str(job_id), None)

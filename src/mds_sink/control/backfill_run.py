@@ -56,7 +56,7 @@ from mds_sink.db.classify import classify
 from mds_sink.db.dsn import unreachable
 from mds_sink.db.writer import Also, Staged, Writer, WriteResult, database_pool
 from mds_sink.errors import BrokerUnavailable, ErrorClass, OwnershipLost, QueryError, StartupError
-from mds_sink.kafka.clients import DeadLetterProducer, consumer_config, producer_config
+from mds_sink.kafka.clients import DeadLetterProducer, consumer_config, error_line, producer_config
 from mds_sink.sink.control import SinkState
 from mds_sink.sink.deadletters import DeadLetters, rejected
 from mds_sink.sink.flusher import Flusher, FlushFailed
@@ -96,20 +96,13 @@ def group_of(settings: Settings, job_id: uuid.UUID | str) -> str:
     return f"{settings.kafka.group_id}.backfill.{job_id}"
 
 
-def _line(exc: BaseException) -> str:
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        return str(exc.args[0].str())
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 @contextmanager
 def writer_connection(settings: Settings) -> Iterator[jobs.Connection]:
     url = settings.database.url.get_secret_value()
     try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(settings.database.connect_timeout_s)))
     except psycopg.OperationalError as exc:
-        raise StartupError(unreachable(url, exc) or _line(exc)) from None
+        raise StartupError(unreachable(url, exc) or error_line(exc)) from None
     with conn:
         yield conn
 
@@ -132,7 +125,7 @@ def partition_times(settings: Settings, topics: tuple[str, ...], window: TimeRan
         firsts = _first_timestamps(probe, {tp: low for tp, (low, high) in marks.items() if 0 < low < high})
     except KafkaException as exc:
         raise BrokerUnavailable(
-            f"cannot reach the broker at {settings.kafka.bootstrap_servers}: {_line(exc)}"
+            f"cannot reach the broker at {settings.kafka.bootstrap_servers}: {error_line(exc)}"
         ) from None
     finally:
         probe.close()
@@ -610,7 +603,7 @@ def run(
                 state = "interrupted"
                 raise
             except Exception as exc:
-                jobs.finish(lock, job_id, runner, "failed", _line(exc))
+                jobs.finish(lock, job_id, runner, "failed", error_line(exc))
                 raise
             finally:
                 if state == "interrupted":
@@ -619,4 +612,4 @@ def run(
                 jobs.finish(lock, job_id, runner, state)
             return jobs.load(lock, job_id)
     except psycopg.OperationalError as exc:
-        raise StartupError(unreachable(url, exc) or _line(exc)) from None
+        raise StartupError(unreachable(url, exc) or error_line(exc)) from None

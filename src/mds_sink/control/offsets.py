@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from mds_sink.config.settings import Settings
 from mds_sink.db.dsn import unreachable
 from mds_sink.db.sql import LEDGER_CLEAR
 from mds_sink.errors import StartupError
-from mds_sink.kafka.clients import admin_config, watermarks
+from mds_sink.kafka.clients import admin_config, error_line, watermarks
 
 UNCHANGED = "nothing was changed"
 TIMEOUT_S = 30.0
@@ -47,9 +47,11 @@ def reset_group(settings: Settings) -> int:
             if kafka_moved:  # the commit itself failed: the ledger, still ahead, would undo Kafka's reset
                 raise StartupError(
                     f"group {group}: Kafka's offsets were reset but the offsets ledger could not be cleared "
-                    f"({_line(exc)}): run the reset again before starting a sink"
+                    f"({error_line(exc)}): run the reset again before starting a sink"
                 ) from None
-            raise StartupError(f"cannot clear the offsets ledger of group {group}: {_line(exc)}; {UNCHANGED}") from None
+            raise StartupError(
+                f"cannot clear the offsets ledger of group {group}: {error_line(exc)}; {UNCHANGED}"
+            ) from None
     return len(partitions)
 
 
@@ -67,7 +69,7 @@ def _kafka_checked(settings: Settings, group: str, topics: list[str]) -> tuple[A
         marks = watermarks(settings, topics)
     except KafkaException as exc:
         where = settings.kafka.bootstrap_servers
-        raise StartupError(f"cannot reach the broker at {where}: {_line(exc)}; {UNCHANGED}") from None
+        raise StartupError(f"cannot reach the broker at {where}: {error_line(exc)}; {UNCHANGED}") from None
     return admin, [TopicPartition(t, p, low) for (t, p), (low, _high) in marks.items()]
 
 
@@ -76,7 +78,7 @@ def _connected(url: str, settings: Settings) -> psycopg.Connection[tuple[Any, ..
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=timeout)
     except psycopg.OperationalError as exc:
-        raise StartupError(f"{unreachable(url, exc) or _line(exc)}; {UNCHANGED}") from None
+        raise StartupError(f"{unreachable(url, exc) or error_line(exc)}; {UNCHANGED}") from None
 
 
 def _require_empty(admin: AdminClient, group: str) -> None:
@@ -98,7 +100,7 @@ def _alter(admin: AdminClient, group: str, partitions: list[TopicPartition]) -> 
         future = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)])[group]
         done = future.result(timeout=TIMEOUT_S)
     except KafkaException as exc:
-        refused, reason = len(partitions), _line(exc)
+        refused, reason = len(partitions), error_line(exc)
     else:
         errors = [tp.error.str() for tp in done.topic_partitions if tp.error is not None]
         if not errors:
@@ -111,11 +113,3 @@ def _alter(admin: AdminClient, group: str, partitions: list[TopicPartition]) -> 
         f"cannot reset group {group}: Kafka took {len(partitions) - refused} of {len(partitions)} offsets and "
         f"refused the rest ({reason}); the offsets ledger was left as it was: run the reset again"
     )
-
-
-def _line(exc: BaseException) -> str:
-    """The first line of an error; of a Kafka error its text alone, not the KafkaError{code=...} dump."""
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        return str(exc.args[0].str())
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from mds_sink.config.settings import Settings
 from mds_sink.core.deadletter import DeadLetterRecord, dead_letter_topic
-from mds_sink.errors import BrokerUnavailable, StartupError
+from mds_sink.errors import BrokerUnavailable, StartupError, first_line
 
 # Dead letters are kept long enough for an operator to notice, fix and replay over a holiday.
 DLQ_RETENTION_MS = 14 * 24 * 3600 * 1000
@@ -180,3 +180,10 @@ def prepare_topics(
             )
     dead_letter_topics = {dead_letter_topic(settings.topics.dead_letter, t): 1 for t in wanted}
     return ensure_topics(admin, dead_letter_topics, dlq_topic_config())
+
+
+def error_line(exc: BaseException) -> str:
+    """The first line of an error; of a Kafka error its text alone, not the KafkaError{code=...} dump."""
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return str(exc.args[0].str())
+    return first_line(exc)

@@ -36,7 +36,7 @@ from mds_sink.config.settings import RetrySettings
 from mds_sink.core.batcher import TableBatch, TopicPartition
 from mds_sink.db.classify import classify
 from mds_sink.db.writer import Staged
-from mds_sink.errors import ErrorClass
+from mds_sink.errors import ErrorClass, first_line
 from mds_sink.metrics import BATCH_BYTES, BATCH_ROWS, BREAKER_OPEN, LAST_FLUSH, RETRIES, ROWS_WRITTEN
 from mds_sink.sink.control import LastFlush, SinkState
 from mds_sink.sink.pipeline import Settled
@@ -208,7 +208,7 @@ class Flusher:
                     "flush of %s abandoned: its partitions %s moved to another member (%s)",
                     batch.spec.name,
                     sorted(batch.partitions),
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    first_line(exc),
                 )
                 self._done.put(Abandoned(batch.spec.name, frozenset(batch.partitions), exc))
                 return
@@ -246,7 +246,7 @@ class Flusher:
             BREAKER_OPEN.set(1)
             log.error("circuit breaker open after %d failures in a row; backing off", self._failures)
         self._state.database_ok = False
-        self._state.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self._state.last_error = first_line(exc)
         log.warning(
             "flush failed (%s), retrying in %.1fs: %s",
             classify(exc).value,

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 
 from mds_sink.config.settings import DatabaseSettings
+from mds_sink.errors import first_line
 from mds_sink.sink.control import SinkState
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class DatabaseProbe:
         except psycopg.Error as exc:
             self._close()
             if self._state.database_ok:
-                log.warning("database unreachable: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                log.warning("database unreachable: %s", first_line(exc))
             self._state.database_ok = False
             return False
         if not self._state.database_ok:
