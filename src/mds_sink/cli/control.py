@@ -19,7 +19,7 @@ from mds_sink.cli.common import fail, settings
 from mds_sink.config.settings import Settings
 from mds_sink.control import aggregates, policies
 from mds_sink.control.policies import Change, DatabaseState, Plan
-from mds_sink.errors import QueryError, SettingsError
+from mds_sink.errors import QueryError, SettingsError, StartupError
 
 # psycopg and the modules that talk to the database are imported by the commands that run: `--help`
 # and every other command start without them.
@@ -37,33 +37,24 @@ JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of a tabl
 _WHEN = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 
 
-def _url(s: Settings, which: str) -> str:
-    if which == "owner":
-        try:
-            return s.database.require_owner_url("for this command")
-        except SettingsError as exc:
-            raise fail(str(exc)) from None
+def _reader_url(s: Settings) -> str:
     if s.database.reader_url is None:
         raise fail("invalid setting database.reader_url (MDS_SINK_DATABASE__READER_URL): required for this command")
     return s.database.reader_url.get_secret_value()
 
 
 @contextmanager
-def _connected(url: str, *, lock: bool = False) -> Iterator[psycopg.Connection[Any]]:
-    import psycopg  # noqa: PLC0415
-
-    from mds_sink.control import policy_db  # noqa: PLC0415
-    from mds_sink.db.dsn import unreachable  # noqa: PLC0415
+def _owner(s: Settings, *, lock: bool = False) -> Iterator[psycopg.Connection[Any]]:
+    """The owner connection the control API uses too, its failures as one line."""
+    from mds_sink.control.actions import owner_connection  # noqa: PLC0415  (psycopg only when connecting)
 
     try:
-        manager = policy_db.policy_lock(url) if lock else psycopg.connect(url, autocommit=True)
-        with manager as conn:
+        with owner_connection(s, lock=lock, purpose="for this command") as conn:
             yield conn
-    except psycopg.OperationalError as exc:
-        reason = unreachable(url, exc)
-        if reason is not None:
-            raise fail(reason, 1) from None
-        raise
+    except SettingsError as exc:
+        raise fail(str(exc)) from None
+    except StartupError as exc:
+        raise fail(str(exc), 1) from None
 
 
 def _utc(value: datetime) -> datetime:
@@ -92,7 +83,7 @@ def policies_apply(
     from mds_sink.control import policy_db  # noqa: PLC0415
 
     s = settings()
-    with _connected(_url(s, "owner"), lock=True) as conn:
+    with _owner(s, lock=True) as conn:
         _, plan = _plan(conn, s)
         if dry_run:
             for change in plan.changes:
@@ -151,7 +142,7 @@ def _state_rows(state: DatabaseState, s: Settings) -> list[dict[str, Any]]:
 def policies_show(as_json: JsonOption = False) -> None:
     """The database's isolation modes, chunking, compression, retention and aggregates, and what apply would change."""
     s = settings()
-    with _connected(_url(s, "owner")) as conn:
+    with _owner(s) as conn:
         state, plan = _plan(conn, s)
     tables = _state_rows(state, s)
     aggs = [
@@ -217,7 +208,7 @@ def aggregates_refresh(
     start, end = _utc(start), _utc(end)
     if end <= start:
         raise fail("--to must be after --from")
-    with _connected(_url(s, "owner")) as conn:
+    with _owner(s) as conn:
         state = policy_db.read_state(conn, reader=s.database.reader_role)
         wanted = [n for n in names if not only or n in only]
         missing = [n for n in wanted if n not in state.aggregates]
@@ -244,7 +235,7 @@ def retention_apply() -> None:
     from mds_sink.control import policy_db, retention  # noqa: PLC0415
 
     s = settings()
-    with _connected(_url(s, "owner")) as conn:
+    with _owner(s) as conn:
         state = policy_db.read_state(conn, reader=s.database.reader_role)
         hypertables = None if state.timescaledb is None else {t.name for t in state.tables.values() if t.hypertable}
         tasks = retention.retention_tasks(s.policies, hypertables)
@@ -282,7 +273,7 @@ def query_latest_prices(
 
     s = settings()
     try:
-        result = query.latest_prices(_url(s, "reader"), tenant, query.normalise_symbols(symbols), vendor)
+        result = query.latest_prices(_reader_url(s), tenant, query.normalise_symbols(symbols), vendor)
     except QueryError as exc:
         raise fail(str(exc), 1) from None
     _show(result, as_json)
@@ -305,7 +296,7 @@ def query_bars(
     s = settings()
     try:
         result = query.bars(
-            _url(s, "reader"),
+            _reader_url(s),
             tenant,
             symbol=symbol,
             timeframe=timeframe,

@@ -21,8 +21,12 @@ from mds_sink.errors import QueryError, StartupError, first_line
 
 
 @contextmanager
-def owner_connection(settings: Settings, *, lock: bool = False) -> Iterator[psycopg.Connection[Any]]:
-    url = settings.database.require_owner_url("for the control API")
+def owner_connection(
+    settings: Settings, *, lock: bool = False, purpose: str = "for the control API"
+) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit owner connection (holding the policy lock if asked); StartupError naming the
+    address if the database does not answer, SettingsError if database.owner_url is not set."""
+    url = settings.database.require_owner_url(purpose)
     try:
         manager = policy_db.policy_lock(url) if lock else psycopg.connect(url, autocommit=True)
         with manager as conn:
