@@ -96,6 +96,8 @@ def publish(
     bad: list[LineError] = []
     unreadable: InputError | None = None
     publisher = Publisher(settings, schemas_dir=schemas_dir)
+    # Lines go out in batches (one producer call and one confirmation each); a bad line raises at add.
+    batch = publisher.batched(max_rows=1_000, max_ms=100)
     try:
         try:
             for n, line in _read(lines):
@@ -112,7 +114,7 @@ def publish(
                     bad.append(LineError(n, "expected a JSON object"))
                     continue
                 try:
-                    publisher.publish(Fields(spec.name, obj))
+                    batch.add(Fields(spec.name, obj))
                 except PermanentPublishError as exc:  # the line names the record: the reason is enough
                     bad.append(LineError(n, exc.reason))
                     continue
@@ -121,7 +123,10 @@ def publish(
             unreadable = exc  # what was produced before it is still acknowledged (or reported) below
     finally:
         try:
-            publisher.close()
+            try:
+                batch.close()
+            finally:
+                publisher.close()
         except NotAcknowledged as exc:
             raise BrokerUnavailable(
                 f"{len(exc.failures)} of {sent} records to {target} not acknowledged ({exc.failures[0].reason})"

@@ -11,7 +11,7 @@ import pytest
 
 from mds_sink.avro.codec import Decoder, LocalSchemas, load_schema_file
 from mds_sink.client.errors import NotAcknowledged, RecordInvalid, RetryablePublishError
-from mds_sink.client.publisher import AsyncPublisher, Delivery, Publisher
+from mds_sink.client.publisher import AsyncPublisher, Deliveries, Delivery, Publisher
 from mds_sink.client.records import Bar, Quote
 from mds_sink.config.settings import load_settings
 from tests.support import SCHEMAS, SESSION_START, drained, make_scenario, read_topic, running_sink, wait_until
@@ -50,7 +50,7 @@ def test_published_records_are_on_the_topic_and_become_exactly_the_rows() -> Non
         tenant_id=tenant, vendor="polygon", symbol="AAPL", ts=START, bid=10.0, ask=10.2, bid_size=5, ask_size=7
     )
     with Publisher(scenario.settings) as publisher:
-        futures = publisher.publish_many(records)
+        futures = [publisher.publish(r) for r in records]
         quoted = publisher.publish(quote)
         job = publisher.enqueue_job(
             tenant_id=tenant, idempotency_key="refresh-1", job_type="refresh", payload={"days": 2}, requested_at=START
@@ -134,15 +134,14 @@ def test_the_async_publisher_under_backpressure_loses_nothing() -> None:
     tenant = scenario.add_tenant("pub")
     records = [b for symbol in ("A", "B", "C", "D") for b in bars(tenant, symbol, 500)]
 
-    async def publish_all() -> list[Delivery]:
+    async def publish_all() -> Deliveries:
         # A queue of 10 records for 2,000: publish must wait for room again and again.
         async with AsyncPublisher(scenario.settings, queue_records=10) as publisher:
-            futures = await publisher.publish_many(records)
+            confirmed = await publisher.publish_many(records)
             await publisher.flush()
-            return list(await asyncio.gather(*futures))
+            return await confirmed
 
-    deliveries = asyncio.run(asyncio.wait_for(publish_all(), timeout=120))
-    assert len({(d.partition, d.offset) for d in deliveries}) == 2000
+    assert asyncio.run(asyncio.wait_for(publish_all(), timeout=120)) == Deliveries(2000)
     on_topic = sorted((v["symbol"], v["ts"]) for _, v in decoded(scenario.settings, scenario.topic("bars"), "bar"))
     assert on_topic == sorted((symbol, (SESSION_START + 60 * m) * 1_000_000) for symbol in "ABCD" for m in range(500))
 
@@ -155,15 +154,18 @@ def test_flush_raises_naming_each_record_the_broker_did_not_acknowledge() -> Non
     )
     tenant = "6f1c2a4e-8d3b-4c5a-9e7f-0a1b2c3d4e5f"
     publisher = Publisher(settings, flush_timeout_s=10)
-    futures = publisher.publish_many(bars(tenant, "NVDA", 2))
+    first, *rest = bars(tenant, "NVDA", 3)
+    alone = publisher.publish(first)
+    together = publisher.publish_many(rest)
     with pytest.raises(NotAcknowledged) as raised:
         publisher.flush()
     assert raised.value.retryable
-    assert [f.record for f in raised.value.failures] == [
-        f"bar {tenant}|polygon|NVDA ts={(SESSION_START + 60 * m) * 1_000_000}" for m in range(2)
-    ]
-    for future in futures:
-        assert isinstance(future.exception(0), RetryablePublishError)
+    names = [f"bar {tenant}|polygon|NVDA ts={(SESSION_START + 60 * m) * 1_000_000}" for m in range(3)]
+    assert sorted(f.record for f in raised.value.failures) == names
+    assert isinstance(alone.exception(0), RetryablePublishError)
+    both = together.exception(0)  # one confirmation for the call, naming each of its records
+    assert isinstance(both, NotAcknowledged)
+    assert sorted(f.record for f in both.failures) == names[1:]
     publisher.close()  # nothing left: the failures were reported by the flush above
 
 
@@ -174,13 +176,12 @@ def test_records_from_the_async_publisher_become_exactly_the_rows() -> None:
 
     async def publish_all() -> None:
         async with AsyncPublisher(scenario.settings) as publisher:
-            pending = await publisher.publish_many(records)
-            pending.append(
-                await publisher.enqueue_job(
-                    tenant_id=tenant, idempotency_key="k", job_type="backfill", priority=5, requested_at=START
-                )
+            confirmed = await publisher.publish_many(records)
+            job = await publisher.enqueue_job(
+                tenant_id=tenant, idempotency_key="k", job_type="backfill", priority=5, requested_at=START
             )
-            await asyncio.gather(*pending)
+            assert await confirmed == Deliveries(8)
+            assert isinstance(await job, Delivery)
 
     asyncio.run(asyncio.wait_for(publish_all(), timeout=60))
     with running_sink(scenario.settings) as worker:
