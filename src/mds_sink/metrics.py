@@ -1,4 +1,6 @@
-"""Prometheus metrics. Labels stay low-cardinality: topic, table, partition, reason, stage; never tenant or symbol."""
+"""Prometheus metrics. Labels stay low-cardinality: topic, table, partition, reason, stage, timeframe, tier;
+never symbol. Tenant only on the two continuity gauges, which report each tenant's holes (its SLO):
+tenants are few next to symbols, and a series goes when its tenant's gaps do."""
 
 from __future__ import annotations
 
@@ -105,6 +107,48 @@ HEARTBEAT_AGE = Gauge(
 )
 UP = Gauge(
     "mds_sink_ready", "1 when the sink is ready (database reachable, group joined, breaker closed).", registry=REGISTRY
+)
+
+# Bar continuity (core/continuity.py): what this member knows of the series of its partitions. Several
+# members each report their own series, so sums across members are the group's figures.
+GAPS_OPEN = Gauge(
+    "mds_sink_bar_gaps_open",
+    "Open gaps (bars missing in trading sessions) of the series this member writes, per tenant and timeframe.",
+    ["tenant", "timeframe"],
+    registry=REGISTRY,
+)
+GAP_MINUTES = Gauge(
+    "mds_sink_bar_gap_missing_minutes",
+    "Bar-minutes still missing in open gaps (missing bars x the timeframe's minutes), per tenant and timeframe.",
+    ["tenant", "timeframe"],
+    registry=REGISTRY,
+)
+GAPS_OPENED = Counter(
+    "mds_sink_bar_gaps_opened_total",
+    "Gaps found and stored in bar_gaps, per timeframe.",
+    ["timeframe"],
+    registry=REGISTRY,
+)
+GAPS_CLOSED = Counter(
+    "mds_sink_bar_gaps_closed_total",
+    "Gaps closed by their bars landing, per timeframe.",
+    ["timeframe"],
+    registry=REGISTRY,
+)
+GAP_BACKFILLS = Counter(
+    "mds_sink_bar_gap_backfills_requested_total",
+    "Backfill jobs requested for gaps open past the grace period (one per gap).",
+    ["timeframe"],
+    registry=REGISTRY,
+)
+SERIES = Gauge(
+    "mds_sink_bar_series", "Bar series this member watches for gaps, per symbol tier.", ["tier"], registry=REGISTRY
+)
+SERIES_WITH_GAP = Gauge(
+    "mds_sink_bar_series_with_gap",
+    "Of those, the series with at least one open gap, per symbol tier (the gap SLO is their share).",
+    ["tier"],
+    registry=REGISTRY,
 )
 
 

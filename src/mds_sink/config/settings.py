@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from mds_sink.config.continuity_settings import ContinuitySettings
 from mds_sink.config.control_api_settings import ControlApiSettings
 from mds_sink.config.policy_settings import PolicySettings
 from mds_sink.config.resources import resource_dir
@@ -352,6 +353,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     policies: PolicySettings = PolicySettings()
     control_api: ControlApiSettings = ControlApiSettings()
+    continuity: ContinuitySettings = ContinuitySettings()
     shutdown_deadline_s: float = Field(default=30.0, gt=0, description="SIGTERM drain deadline.")
     schemas_dir: Path | None = Field(default=None, description="Directory of the .avsc files; default: bundled.")
 

@@ -219,7 +219,10 @@ class _JobWriter:
         fence: Mapping[TopicPartition, int] | None = None,
         commit: bool = True,
         staged: Staged | None = None,
+        after: Mapping[str, Sequence[tuple[Any, Mapping[str, Any]]]] | None = None,
     ) -> WriteResult:
+        # No gap watch here (settle gets none): the live sink's re-count closes what this fills.
+        del after
         run, cut = self._run, self._cut
         if not commit:  # the pipeline's probes, isolating a refused row: nothing of them commits
             return run.writer.write(spec, rows, {}, commit=False, staged=staged)

@@ -46,4 +46,8 @@ TABLES: dict[str, TableSpec] = {name: t.spec for name, t in CATALOG.items()}
 VALIDATORS: dict[str, Callable[[Record, Rules], Row]] = {name: t.validate for name, t in CATALOG.items()}
 
 # Physical tables whose every row belongs to one tenant; all are under RLS (or the tenant guard).
-TENANT_TABLES: tuple[str, ...] = (*(t.table for spec in TABLES.values() for t in spec.physical), "latest_prices")
+TENANT_TABLES: tuple[str, ...] = (
+    *(t.table for spec in TABLES.values() for t in spec.physical),
+    "latest_prices",
+    "bar_gaps",
+)

@@ -36,6 +36,8 @@ class WriteResult:
     rows: int  # rows staged (after in-batch dedupe)
     tenants: int
     also: list[tuple[Any, ...]] = field(default_factory=list)  # the rows of `write(also=)`'s statement
+    # The rows of `write(after=)`'s statements: per tenant, one list per statement, in their order.
+    after: dict[str, list[list[tuple[Any, ...]]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,7 @@ class Writer:
         commit: bool = True,
         staged: Staged | None = None,
         also: Also | None = None,
+        after: Mapping[str, Sequence[tuple[Any, Mapping[str, Any]]]] | None = None,
     ) -> WriteResult:
         """Stage, upsert tenant by tenant, move the ledger; all or nothing. `commit=False` probes.
 
@@ -164,6 +167,7 @@ class Writer:
         `staged`, if it holds these rows, is that transaction with the COPY done; it is used or rolled back.
         `also` runs last in the same transaction and its rows are returned: a backfill job moves its own
         positions there (it has no ledger rows), so they commit with the rows they cover, or not at all.
+        `after` gives statements to run right after a tenant's upserts, under its context (bar gaps).
         """
         txn = staged.take(spec, rows) if staged is not None else None
         if txn is None:
@@ -178,6 +182,7 @@ class Writer:
             # Statements still run in order in this transaction; the first error aborts the rest.
             conflict_sql = self._sql[spec.name].conflicts
             checks: list[psycopg.Cursor[Any]] = []
+            followers: list[tuple[str, psycopg.Cursor[Any]]] = []
             with txn.conn.pipeline():
                 if also is not None and also.first is not None:
                     txn.cur.execute(also.first, also.params)
@@ -187,6 +192,9 @@ class Writer:
                         checks.append(txn.conn.cursor())
                         checks[-1].execute(conflict_sql, {"tenant": tenant})
                     txn.cur.execute(upserts[targets], {"tenant": tenant})
+                    for statement, params in (after or {}).get(tenant, ()):
+                        followers.append((tenant, txn.conn.cursor()))
+                        followers[-1][1].execute(statement, params)
                 if ledger is not None:
                     moved = txn.conn.cursor()
                     moved.execute(LEDGER_ADVANCE, ledger)
@@ -199,6 +207,9 @@ class Writer:
             if ledger is not None:
                 _check_fence(next_offsets, moved.fetchall())
             returned: list[tuple[Any, ...]] = []
+            after_rows: dict[str, list[list[tuple[Any, ...]]]] = {}
+            for tenant, cursor in followers:
+                after_rows.setdefault(tenant, []).append(cursor.fetchall())
             if also is not None:
                 returned = extra.fetchall()
                 also.check(returned)
@@ -206,12 +217,12 @@ class Writer:
                 raise psycopg.Rollback()
         except BaseException as exc:
             if txn.abandon(exc):  # the probe's own rollback
-                return WriteResult(len(rows), len(by_tenant), returned)
+                return WriteResult(len(rows), len(by_tenant), returned, after_rows)
             raise
         txn.stack.close()  # commit, return the connection
         FLUSH_SECONDS.labels("copy").observe(txn.copy_s)
         FLUSH_SECONDS.labels("upsert").observe(time.perf_counter() - started)
-        return WriteResult(len(rows), len(by_tenant), returned)
+        return WriteResult(len(rows), len(by_tenant), returned, after_rows)
 
     def _begin(self, spec: TableSpec, rows: Sequence[Row], *, pool_wait_s: float | None = None) -> _Transaction:
         """A pooled connection, a transaction on it, the rows COPYed into its staging table."""

@@ -3,7 +3,8 @@
 poll -> decode -> validate -> batch          (Ingest.add, on the consumer thread)
 settle(batch):                               (on the flush thread)
     1. produce the batch's dead letters and wait for the broker's acknowledgement
-    2. one transaction: COPY to staging, upsert per tenant, offsets ledger
+    2. one transaction: COPY to staging, upsert per tenant (bars: and the gaps they open and close),
+       offsets ledger
        (the transaction and its COPY may have begun while the batch before was written)
        (a poison row: roll back, isolate the bad rows by halving, dead-letter them, go to 1)
     3. hand the next offsets back; the consumer thread commits them to Kafka, only now
@@ -136,7 +137,15 @@ class RowWriter(Protocol):
         fence: Mapping[TopicPartition, int] | None = None,
         commit: bool = True,
         staged: Staged | None = None,
+        after: Mapping[str, Sequence[tuple[Any, Mapping[str, Any]]]] | None = None,
     ) -> WriteResult: ...
+
+
+class GapWatch(Protocol):
+    """Bar continuity (sink/continuity.py): plans a batch's gaps, and takes them once it committed."""
+
+    def prepare(self, rows: Sequence[Row]) -> Any: ...
+    def commit(self, pending: Any, after: Mapping[str, list[list[tuple[Any, ...]]]]) -> None: ...
 
 
 class DeadLetterSink(Protocol):
@@ -190,6 +199,7 @@ def settle(
     send_dead_letters: DeadLetterSink,
     *,
     ahead: Staged | None = None,
+    gaps: GapWatch | None = None,
 ) -> Settled:
     """Steps 1 and 2 of the flow. Transient errors propagate to the caller, which retries all of it.
 
@@ -197,6 +207,7 @@ def settle(
     poison (moved from its rows to its dead letters).
     `ahead`: this batch's transaction begun while the one before it was written (its COPY done, nothing
     committed, no lock held but on the session's own staging table); the first write finishes it.
+    `gaps`: for bars, the batch's gaps are opened and closed in the same transaction.
     """
     spec = batch.spec
     staged = ahead
@@ -206,10 +217,16 @@ def settle(
             acknowledge_dead_letters(batch, send_dead_letters)
             try:
                 # Step 2: rows and ledger in one transaction, under the epochs this member claimed.
+                rows = [row for row, _ in batch.rows.values()]
+                pending = gaps.prepare(rows) if gaps is not None else None  # before taking the staged txn
                 taken, staged = staged, None
-                result = writer.write(
-                    spec, [row for row, _ in batch.rows.values()], batch.next_offsets, fence=batch.fence, staged=taken
-                )
+                if gaps is None or pending is None:
+                    result = writer.write(spec, rows, batch.next_offsets, fence=batch.fence, staged=taken)
+                else:
+                    result = writer.write(
+                        spec, rows, batch.next_offsets, fence=batch.fence, staged=taken, after=pending.statements
+                    )
+                    gaps.commit(pending, result.after)
                 return Settled(spec.name, result.rows, list(batch.dead_letters), dict(batch.next_offsets))
             except KeyConflicts as exc:
                 # Out of the rows, into the dead letters (sent at the next attempt, before the write).

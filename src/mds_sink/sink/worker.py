@@ -24,13 +24,16 @@ from mds_sink.avro.codec import Decoder, SchemaSource, load_schema_file
 from mds_sink.avro.sources import open_schema_source
 from mds_sink.config.settings import Settings
 from mds_sink.core.batcher import Batcher, TableBatch, TopicPartition
+from mds_sink.core.calendars import UnknownCalendar
 from mds_sink.core.catalog import TABLES
 from mds_sink.core.tenancy import TenantTopics
 from mds_sink.core.validate import TenantSet
 from mds_sink.db.preflight import check_database
 from mds_sink.db.writer import Staged, Writer, database_pool
+from mds_sink.errors import SettingsError
 from mds_sink.kafka.clients import DeadLetterProducer, admin_config, prepare_topics, producer_config
 from mds_sink.kafka.consumer import open_consumer
+from mds_sink.sink.continuity import Continuity
 from mds_sink.sink.control import SinkState
 from mds_sink.sink.deadletters import DeadLetters, rejected
 from mds_sink.sink.flusher import Flusher
@@ -139,8 +142,11 @@ class Worker:
         producer = DeadLetterProducer(Producer(producer_config(s)))
         self._closing("dead-letter producer", producer.close)
         dead_letters = DeadLetters(producer, s, base_topic=self._base_topic if self.tenant_topics else None)
+        self.gaps = self._continuity()
         self.flusher = Flusher(
-            lambda b, ahead: settle(b, self.writer, dead_letters.send, ahead=ahead),
+            lambda b, ahead: settle(
+                b, self.writer, dead_letters.send, ahead=ahead, gaps=self.gaps if b.spec.name == "bars" else None
+            ),
             retry=s.retry,
             state=self.state,
             # Beginning the next flush ahead holds a second connection: never the pool's last one.
@@ -152,6 +158,16 @@ class Worker:
         # Closing leaves the group; the revocation it runs drains only what may still settle.
         self._closing("consumer", self.consumer.close)
         self._wire_units()
+
+    def _continuity(self) -> Continuity | None:
+        """Gap detection on the bars this sink writes (continuity.enabled), its calendars built now."""
+        s = self.settings
+        if not s.continuity.enabled or not any(spec.name == "bars" for spec in self.routes.values()):
+            return None
+        try:
+            return Continuity(s.continuity, self.pool)
+        except UnknownCalendar as exc:
+            raise SettingsError(f"invalid setting {exc}") from None
 
     def _wire_units(self) -> None:
         units = self.units = wire(
@@ -182,6 +198,8 @@ class Worker:
 
     def _forget(self, tps: set[TopicPartition]) -> None:
         self.gauges.forget(tps)
+        if self.gaps is not None and tps:
+            self.gaps.forget()
 
     def _stage_ahead(self, batch: TableBatch) -> Staged:
         """On the stager thread: the batch's transaction begun and its rows COPYed, while the one before is written."""
@@ -194,6 +212,9 @@ class Worker:
         self._closing("tenant refresher", self.refresher.stop)
         self.probe.start()
         self._closing("database probe", self.probe.stop)
+        if self.gaps is not None:
+            self.gaps.start()
+            self._closing("bar gaps", self.gaps.stop)
         log.info("consuming %s as group %s", ", ".join(sorted(self._subscription())), self.settings.kafka.group_id)
 
     def _subscription(self) -> list[str]:

@@ -1,0 +1,236 @@
+"""SQL of bar continuity (migration 0008): look series up, open gaps, re-count them, request backfills.
+
+Every statement runs under the writer's tenant context (SET_TENANT) and reads and writes through
+tenant_view, as the flush does. Instants travel as microseconds since the epoch (bigint), exactly as
+the staged rows hold them: no float rounding on the way in or out.
+
+Bars are read from the physical table of the timeframe's class (bars_minute, bars_hour, bars_day), not
+the `bars` union view, so each lookup is one index scan of (tenant_id, symbol, timeframe, ts DESC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from mds_sink.core.catalog import TABLES
+from mds_sink.core.continuity import Counted, Gap, OpenGap, Series
+
+_EPOCH = "timestamptz 'epoch'"
+
+
+def _at(us: str) -> str:
+    return f"({_EPOCH} + ({us}) * interval '1 microsecond')"
+
+
+def _us(ts: str) -> str:
+    return f"(extract(epoch FROM {ts}) * 1000000)::bigint"
+
+
+# timeframe -> the physical bars table it is stored in
+BAR_TABLE: dict[str, str] = {v: t.table for t in TABLES["bars"].physical for v in t.values}
+
+Statement = tuple[sql.SQL | sql.Composed, Mapping[str, Any]]
+
+# The series' newest bar before the batch's oldest (NULL: none), one row per series asked.
+_LAST = sql.SQL(
+    "SELECT s.vendor, s.symbol, s.timeframe, (SELECT " + _us("b.ts") + " FROM {bars} b "
+    "WHERE b.tenant_id = %(tenant)s AND b.vendor = s.vendor AND b.symbol = s.symbol AND b.timeframe = s.timeframe "
+    "AND b.ts < " + _at("s.before_us") + " ORDER BY b.ts DESC LIMIT 1) "
+    "FROM unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], %(before)s::bigint[]) "
+    "AS s(vendor, symbol, timeframe, before_us)"
+)
+
+_OPEN_OF = (
+    "SELECT g.vendor, g.symbol, g.timeframe, " + _us("g.gap_from") + ", " + _us("g.gap_to") + ", g.missing_bars, "
+    "g.remaining_bars, extract(epoch FROM g.opened_at)::float8, g.backfill_requested_at IS NOT NULL "
+    "FROM tenant_view.bar_gaps g JOIN unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[]) "
+    "AS s(vendor, symbol, timeframe) ON g.vendor = s.vendor AND g.symbol = s.symbol AND g.timeframe = s.timeframe "
+    "WHERE g.tenant_id = %(tenant)s AND g.closed_at IS NULL"
+)
+
+# Candidates with no bar in them now (a replay re-reads bars around holes a backfill has filled since);
+# a gap stored already (open or closed) is left as it is. Returns the gaps opened.
+_OPEN = sql.SQL(
+    "INSERT INTO tenant_view.bar_gaps AS g (tenant_id, vendor, symbol, timeframe, gap_from, gap_to, "
+    "missing_bars, remaining_bars, calendar) "
+    "SELECT %(tenant)s, c.vendor, c.symbol, c.timeframe, " + _at("c.f") + ", " + _at("c.t") + ", c.missing, "
+    "c.missing, c.calendar FROM unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], "
+    "%(froms)s::bigint[], %(tos)s::bigint[], %(missing)s::integer[], %(calendars)s::text[]) "
+    "AS c(vendor, symbol, timeframe, f, t, missing, calendar) "
+    "WHERE NOT EXISTS (SELECT 1 FROM {bars} b WHERE b.tenant_id = %(tenant)s AND b.vendor = c.vendor "
+    "AND b.symbol = c.symbol AND b.timeframe = c.timeframe "
+    "AND b.ts >= " + _at("c.f") + " AND b.ts < " + _at("c.t") + ") "
+    "ON CONFLICT (tenant_id, vendor, symbol, timeframe, gap_from) DO NOTHING "
+    "RETURNING g.vendor, g.symbol, g.timeframe, " + _us("g.gap_from") + ", " + _us("g.gap_to") + ", g.missing_bars, "
+    "extract(epoch FROM g.opened_at)::float8"
+)
+
+# Open gaps counted again: the bars present in them now; closed once all have come. Only a count that
+# moved is written (a tick re-counts every open gap); every gap still open is returned, so an asked gap
+# missing from the answer was closed elsewhere.
+_RECOUNT = sql.SQL(
+    "WITH k AS (SELECT g.vendor, g.symbol, g.timeframe, g.gap_from, g.missing_bars, g.remaining_bars, "
+    "g.backfill_requested_at IS NOT NULL AS requested, "
+    "(SELECT count(*) FROM {bars} b WHERE b.tenant_id = %(tenant)s AND b.vendor = g.vendor AND b.symbol = g.symbol "
+    "AND b.timeframe = g.timeframe AND b.ts >= g.gap_from AND b.ts < g.gap_to) AS present "
+    "FROM tenant_view.bar_gaps g JOIN unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], "
+    "%(froms)s::bigint[]) AS u(vendor, symbol, timeframe, f) ON g.vendor = u.vendor AND g.symbol = u.symbol "
+    "AND g.timeframe = u.timeframe AND g.gap_from = " + _at("u.f") + " "
+    "WHERE g.tenant_id = %(tenant)s AND g.closed_at IS NULL), "
+    "moved AS (UPDATE tenant_view.bar_gaps AS g SET remaining_bars = greatest(0, k.missing_bars - k.present), "
+    "closed_at = CASE WHEN k.present >= k.missing_bars THEN now() END, updated_at = now() FROM k "
+    "WHERE g.tenant_id = %(tenant)s AND g.vendor = k.vendor AND g.symbol = k.symbol AND g.timeframe = k.timeframe "
+    "AND g.gap_from = k.gap_from AND g.closed_at IS NULL "
+    "AND (k.remaining_bars <> greatest(0, k.missing_bars - k.present) OR k.present >= k.missing_bars) RETURNING 1) "
+    "SELECT k.vendor, k.symbol, k.timeframe, " + _us("k.gap_from") + ", greatest(0, k.missing_bars - k.present), "
+    "k.present >= k.missing_bars, k.requested FROM k"
+)
+
+_UTC = '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\''
+
+# One job per gap: the gap is marked under its row lock, so of several members (or ticks) asking at
+# once one marks it and the others find it marked; the job's key is the gap's, so even a gap row made
+# again could not ask twice. Returns the gaps asked for now, and whether the job was new.
+REQUEST = (
+    "WITH marked AS (UPDATE tenant_view.bar_gaps AS g SET backfill_requested_at = now(), backfill_key = k.key, "
+    "updated_at = now() FROM unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], "
+    "%(froms)s::bigint[], %(keys)s::text[]) AS k(vendor, symbol, timeframe, f, key) "
+    "WHERE g.tenant_id = %(tenant)s AND g.vendor = k.vendor AND g.symbol = k.symbol AND g.timeframe = k.timeframe "
+    "AND g.gap_from = " + _at("k.f") + " AND g.closed_at IS NULL AND g.backfill_requested_at IS NULL "
+    "RETURNING g.tenant_id, g.vendor, g.symbol, g.timeframe, g.gap_from, g.gap_to, g.remaining_bars, g.calendar, "
+    "k.key), "
+    "asked AS (INSERT INTO tenant_view.jobs AS j (tenant_id, idempotency_key, job_type, payload, priority, "
+    "requested_at, requested_by) SELECT m.tenant_id, m.key, %(job_type)s, jsonb_build_object('kind', 'bars', "
+    "'vendor', m.vendor, 'symbol', m.symbol, 'timeframe', m.timeframe, "
+    f"'start', to_char(m.gap_from AT TIME ZONE 'UTC', {_UTC}), 'end', to_char(m.gap_to AT TIME ZONE 'UTC', {_UTC}), "
+    "'missing_bars', m.remaining_bars, 'calendar', m.calendar), %(priority)s, now(), 'mds-sink continuity' "
+    "FROM marked m ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING j.idempotency_key) "
+    "SELECT m.vendor, m.symbol, m.timeframe, " + _us("m.gap_from") + ", "
+    "EXISTS (SELECT 1 FROM asked a WHERE a.idempotency_key = m.key) FROM marked m"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What the database knows of series new to this process: their newest bar before the batch, open gaps."""
+
+    last: dict[Series, int | None]
+    gaps: dict[Series, list[OpenGap]]
+
+
+def _by_table(series: Iterable[Series]) -> dict[str, list[Series]]:
+    out: dict[str, list[Series]] = {}
+    for key in series:
+        out.setdefault(BAR_TABLE[key[3]], []).append(key)
+    return out
+
+
+def _bars(table: str) -> sql.Composable:
+    return sql.Identifier("tenant_view", table)
+
+
+def lookup_statements(tenant: str, oldest: Mapping[Series, int]) -> list[Statement]:
+    """Statements (under `tenant`'s context) whose rows `read_lookup` turns into a Lookup."""
+    out: list[Statement] = []
+    for table, keys in sorted(_by_table(oldest).items()):
+        params = _arrays(tenant, keys) | {"before": [oldest[k] for k in keys]}
+        out.append((_LAST.format(bars=_bars(table)), params))
+    out.append((sql.SQL(_OPEN_OF), _arrays(tenant, list(oldest))))
+    return out
+
+
+def read_lookup(tenant: str, results: Sequence[list[tuple[Any, ...]]]) -> Lookup:
+    *lasts, opened = results
+    last: dict[Series, int | None] = {}
+    for rows in lasts:
+        for vendor, symbol, timeframe, ts in rows:
+            last[(tenant, vendor, symbol, timeframe)] = None if ts is None else int(ts)
+    gaps: dict[Series, list[OpenGap]] = {}
+    for vendor, symbol, timeframe, f, t, missing, remaining, opened_at, requested in opened:
+        gaps.setdefault((tenant, vendor, symbol, timeframe), []).append(
+            OpenGap(int(f), int(t), missing, remaining, float(opened_at), bool(requested))
+        )
+    return Lookup(last, gaps)
+
+
+def open_statements(tenant: str, candidates: Sequence[Gap]) -> list[Statement]:
+    out: list[Statement] = []
+    by_table: dict[str, list[Gap]] = {}
+    for gap in candidates:
+        by_table.setdefault(BAR_TABLE[gap.series[3]], []).append(gap)
+    for table, gaps in sorted(by_table.items()):
+        params = _arrays(tenant, [g.series for g in gaps]) | {
+            "froms": [g.gap_from_us for g in gaps],
+            "tos": [g.gap_to_us for g in gaps],
+            "missing": [g.missing for g in gaps],
+            "calendars": [g.calendar for g in gaps],
+        }
+        out.append((_OPEN.format(bars=_bars(table)), params))
+    return out
+
+
+def read_opened(tenant: str, rows: Iterable[tuple[Any, ...]]) -> list[tuple[Series, OpenGap]]:
+    return [
+        ((tenant, vendor, symbol, timeframe), OpenGap(int(f), int(t), missing, missing, float(at), False))
+        for vendor, symbol, timeframe, f, t, missing, at in rows
+    ]
+
+
+def recount_statements(tenant: str, gaps: Iterable[tuple[str, str, str, int]]) -> list[Statement]:
+    """Re-count open gaps, given as (vendor, symbol, timeframe, gap_from µs)."""
+    by_table: dict[str, list[tuple[str, str, str, int]]] = {}
+    for gap in gaps:
+        by_table.setdefault(BAR_TABLE[gap[2]], []).append(gap)
+    out: list[Statement] = []
+    for table, keys in sorted(by_table.items()):
+        params = {
+            "tenant": tenant,
+            "vendors": [k[0] for k in keys],
+            "symbols": [k[1] for k in keys],
+            "timeframes": [k[2] for k in keys],
+            "froms": [k[3] for k in keys],
+        }
+        out.append((_RECOUNT.format(bars=_bars(table)), params))
+    return out
+
+
+def read_counted(
+    tenant: str, asked: Iterable[tuple[str, str, str, int]], rows: Iterable[tuple[Any, ...]]
+) -> list[Counted]:
+    """The re-counted gaps; one asked that was not open any more (closed elsewhere) is closed."""
+    out = [
+        Counted((tenant, v, s, tf), int(f), int(remaining), bool(closed), bool(requested))
+        for v, s, tf, f, remaining, closed, requested in rows
+    ]
+    found = {(c.series[1], c.series[2], c.series[3], c.gap_from_us) for c in out}
+    out += [Counted((tenant, *k[:3]), k[3], 0, True, False) for k in asked if k not in found]
+    return out
+
+
+def request_params(
+    tenant: str, gaps: Sequence[tuple[Series, int, str]], *, job_type: str, priority: int
+) -> dict[str, Any]:
+    """REQUEST's parameters for `gaps`: (series, gap_from µs, idempotency key)."""
+    return {
+        "tenant": tenant,
+        "vendors": [g[0][1] for g in gaps],
+        "symbols": [g[0][2] for g in gaps],
+        "timeframes": [g[0][3] for g in gaps],
+        "froms": [g[1] for g in gaps],
+        "keys": [g[2] for g in gaps],
+        "job_type": job_type,
+        "priority": priority,
+    }
+
+
+def _arrays(tenant: str, keys: Sequence[Series]) -> dict[str, Any]:
+    return {
+        "tenant": tenant,
+        "vendors": [k[1] for k in keys],
+        "symbols": [k[2] for k in keys],
+        "timeframes": [k[3] for k in keys],
+    }
