@@ -204,7 +204,9 @@ class Tracker:
         for row in rows:
             key: Series = (row[TENANT], row[VENDOR], row[SYMBOL], row[TIMEFRAME])  # type: ignore[assignment]
             ts: int = row[TS]  # type: ignore[assignment]
-            state = states[key]
+            state = states.get(key)
+            if state is None:  # evicted since its lookup (more series than max_series): seen next time
+                continue
             calendar = state.calendar
             if calendar is None:
                 continue

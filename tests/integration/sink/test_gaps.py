@@ -1,0 +1,144 @@
+"""Bar continuity end to end: a real broker, a real database, the gaps and jobs a user would query."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from mds_sink.control.offsets import reset_group
+from mds_sink.metrics import REGISTRY
+from tests.support import Scenario, bar, drained, iso_ts, make_scenario, running_sink, wait_until
+
+GAPS = (
+    "SELECT symbol, timeframe, gap_from, gap_to, missing_bars, remaining_bars, calendar, closed_at IS NOT NULL, "
+    "backfill_key FROM tenant_view.bar_gaps ORDER BY symbol, timeframe, gap_from"
+)
+JOBS = "SELECT idempotency_key, job_type, payload, priority, status FROM tenant_view.jobs ORDER BY idempotency_key"
+
+# 2025-11-20 (a Thursday) 15:00 UTC is 10:00 in New York: the session runs 14:30-21:00 UTC.
+HOLES_1M = {5, 6, 7, 20}
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def day_bar(tenant: str, symbol: str, day: str) -> dict[str, Any]:
+    return dict(bar(tenant, symbol, 0, timeframe="1d"), ts=iso_ts(at(f"{day}T00:00").timestamp()))
+
+
+def stream(tenant: str) -> list[dict[str, Any]]:
+    """AAPL minute bars with two holes, MSFT without any, SPY across a weekend, AAPL days missing one."""
+    bars = [bar(tenant, "AAPL", m) for m in range(40) if m not in HOLES_1M]
+    bars += [bar(tenant, "MSFT", m) for m in range(40)]
+    friday_close, monday_open = at("2025-11-21T20:59").timestamp(), at("2025-11-24T14:30").timestamp()
+    bars += [dict(bar(tenant, "SPY", 0), ts=iso_ts(friday_close)), dict(bar(tenant, "SPY", 0), ts=iso_ts(monday_open))]
+    bars += [day_bar(tenant, "AAPL", d) for d in ("2025-11-17", "2025-11-18", "2025-11-20")]
+    return bars
+
+
+EXPECTED = [
+    ("AAPL", "1d", at("2025-11-19T00:00"), at("2025-11-20T00:00"), 1),
+    ("AAPL", "1m", at("2025-11-20T15:05"), at("2025-11-20T15:08"), 3),
+    ("AAPL", "1m", at("2025-11-20T15:20"), at("2025-11-20T15:21"), 1),
+]
+
+
+def gaps(scenario: Scenario, tenant: str) -> list[tuple[Any, ...]]:
+    return scenario.rows(tenant, GAPS)
+
+
+def key(symbol: str, timeframe: str, start: datetime, end: datetime) -> str:
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    return f"bar-gap/polygon/{symbol}/{timeframe}/{start.strftime(fmt)}/{end.strftime(fmt)}"
+
+
+def gauge(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_holes_become_gaps_one_backfill_each_across_a_restart_and_a_replay_and_late_bars_close_them() -> None:
+    scenario = make_scenario(
+        partitions=2, tables=["bars"], continuity={"grace_s": 0, "check_every_s": 0.2, "job_priority": 5}
+    )
+    tenant = scenario.add_tenant("gaps")
+    scenario.produce("bars", stream(tenant))
+    ends = scenario.end_offsets()
+    with running_sink(scenario.settings) as worker:
+        wait_until(lambda: drained(worker, ends), what="the stream committed")
+        wait_until(lambda: all(g[8] is not None for g in gaps(scenario, tenant)), what="backfills requested")
+        # The metrics say what the table says.
+        wait_until(
+            lambda: (
+                gauge("mds_sink_bar_gaps_open", tenant=tenant, timeframe="1m") == 2
+                and gauge("mds_sink_bar_gaps_open", tenant=tenant, timeframe="1d") == 1
+                and gauge("mds_sink_bar_gap_missing_minutes", tenant=tenant, timeframe="1m") == 4
+                and gauge("mds_sink_bar_gap_missing_minutes", tenant=tenant, timeframe="1d") == 1440
+            ),
+            what="the gap gauges",
+        )
+
+    expected_keys = [key(*e[:4]) for e in EXPECTED]
+    first = gaps(scenario, tenant)
+    assert [g[:5] for g in first] == EXPECTED
+    assert [(g[5], g[6], g[7], g[8]) for g in first] == [
+        (e[4], "XNYS", False, k) for e, k in zip(EXPECTED, expected_keys, strict=True)
+    ]
+    jobs = scenario.rows(tenant, JOBS)
+    assert [(j[0], j[1], j[3], j[4]) for j in jobs] == [
+        (k, "backfill_bars", 5, "pending") for k in sorted(expected_keys)
+    ]
+    payload = {j[0]: j[2] for j in jobs}[expected_keys[1]]
+    assert payload == {
+        "kind": "bars",
+        "vendor": "polygon",
+        "symbol": "AAPL",
+        "timeframe": "1m",
+        "start": "2025-11-20T15:05:00Z",
+        "end": "2025-11-20T15:08:00Z",
+        "missing_bars": 3,
+        "calendar": "XNYS",
+    }
+
+    # A new process (nothing in memory) replays the whole topic: the same gaps, no second job.
+    assert reset_group(scenario.settings) == 2
+    with running_sink(scenario.settings) as worker:
+        wait_until(lambda: drained(worker, ends), what="the replay committed")
+        wait_until(lambda: gauge("mds_sink_bar_gaps_open", tenant=tenant, timeframe="1m") == 2, what="gaps known again")
+        assert gaps(scenario, tenant) == first
+        assert scenario.rows(tenant, JOBS) == jobs
+
+        # The backfill lands (late bars): the gaps close, in the flush that writes them.
+        scenario.produce("bars", [bar(tenant, "AAPL", m) for m in sorted(HOLES_1M)])
+        scenario.produce("bars", [day_bar(tenant, "AAPL", "2025-11-19")])
+        ends = scenario.end_offsets()
+        wait_until(lambda: drained(worker, ends), what="the late bars committed")
+        closed = gaps(scenario, tenant)
+        assert [(g[:5], g[5], g[7]) for g in closed] == [(e, 0, True) for e in EXPECTED]
+        wait_until(
+            lambda: (
+                gauge("mds_sink_bar_gaps_open", tenant=tenant, timeframe="1m") is None
+                and gauge("mds_sink_bar_gaps_open", tenant=tenant, timeframe="1d") is None
+            ),
+            what="the open-gap gauges gone with the gaps",
+        )
+    assert scenario.rows(tenant, JOBS) == jobs  # closing asks for nothing more
+
+
+def test_a_partly_filled_gap_stays_open_with_what_is_still_missing() -> None:
+    scenario = make_scenario(partitions=1, tables=["bars"], continuity={"check_every_s": 0.2})
+    tenant = scenario.add_tenant("partial")
+    with running_sink(scenario.settings) as worker:
+        scenario.produce("bars", [bar(tenant, "NVDA", m) for m in (0, 1, 6)])
+        ends = scenario.end_offsets()
+        wait_until(lambda: drained(worker, ends), what="the hole committed")
+        assert [g[:6] for g in gaps(scenario, tenant)] == [
+            ("NVDA", "1m", at("2025-11-20T15:02"), at("2025-11-20T15:06"), 4, 4)
+        ]
+        scenario.produce("bars", [bar(tenant, "NVDA", m) for m in (3, 4)])
+        ends = scenario.end_offsets()
+        wait_until(lambda: drained(worker, ends), what="two late bars committed")
+        assert [g[:8] for g in gaps(scenario, tenant)] == [
+            ("NVDA", "1m", at("2025-11-20T15:02"), at("2025-11-20T15:06"), 4, 2, "XNYS", False)
+        ]
+    assert scenario.rows(tenant, JOBS) == []  # within the grace period (15 minutes by default)
