@@ -308,3 +308,36 @@ def query_bars(
     except QueryError as exc:
         raise fail(str(exc), 1) from None
     _show(result, as_json)
+
+
+@query_app.command("gaps")
+def query_gaps(
+    tenant: Annotated[str | None, typer.Option("--tenant", help=TENANT_HELP)] = None,
+    symbol: Annotated[str | None, typer.Option("--symbol")] = None,
+    timeframe: Annotated[str | None, typer.Option("--timeframe")] = None,
+    vendor: Annotated[str | None, typer.Option("--vendor")] = None,
+    include_closed: Annotated[bool, typer.Option("--all", help="Closed gaps too: the history of holes.")] = False,
+    since: Annotated[
+        datetime | None, typer.Option("--since", formats=_WHEN, help="Only gaps ending after this (UTC unless given).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 10_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Bars missing in trading sessions (bar_gaps) of one tenant: open gaps, or with --all every gap."""
+    from mds_sink.control import query  # noqa: PLC0415
+
+    s = settings()
+    try:
+        result = query.gaps(
+            _reader_url(s),
+            tenant,
+            symbol=symbol,
+            timeframe=timeframe,
+            vendor=vendor,
+            include_closed=include_closed,
+            since=None if since is None else _utc(since),
+            limit=limit,
+        )
+    except QueryError as exc:
+        raise fail(str(exc), 1) from None
+    _show(result, as_json)

@@ -14,7 +14,7 @@ from mds_sink.db import reads
 from mds_sink.db.reads import Result
 from mds_sink.errors import QueryError
 
-__all__ = ["Result", "bars", "latest_prices", "normalise_symbols"]
+__all__ = ["Result", "bars", "gaps", "latest_prices", "normalise_symbols"]
 
 
 def normalise_symbols(raw: str) -> list[str]:
@@ -48,4 +48,29 @@ def bars(
     with conn:
         return reads.bars_window(
             conn, tenant_id, symbol=symbol, timeframe=timeframe, start=start, end=end, vendor=vendor, limit=limit
+        )
+
+
+def gaps(
+    url: str,
+    tenant: str | None,
+    *,
+    symbol: str | None = None,
+    timeframe: str | None = None,
+    vendor: str | None = None,
+    include_closed: bool = False,
+    since: datetime | None = None,
+    limit: int = 10_000,
+) -> Result:
+    conn, tenant_id = reads.connect(url, tenant)
+    with conn:
+        return reads.gaps(
+            conn,
+            tenant_id,
+            symbol=symbol,
+            timeframe=timeframe,
+            vendor=vendor,
+            include_closed=include_closed,
+            since=since,
+            limit=limit,
         )

@@ -47,6 +47,16 @@ _AGGREGATE_SQL = (
     "ORDER BY ts, vendor LIMIT %(limit)s"
 )
 
+GAPS_SQL = (
+    "SELECT vendor, symbol, timeframe, gap_from, gap_to, missing_bars, remaining_bars, calendar, opened_at, "
+    "closed_at, backfill_requested_at, backfill_key FROM tenant_view.bar_gaps "
+    "WHERE (%(symbol)s::text IS NULL OR symbol = %(symbol)s) "
+    "AND (%(timeframe)s::text IS NULL OR timeframe = %(timeframe)s) "
+    "AND (%(vendor)s::text IS NULL OR vendor = %(vendor)s) AND (%(all)s OR closed_at IS NULL) "
+    "AND (%(since)s::timestamptz IS NULL OR gap_to > %(since)s) "
+    "ORDER BY symbol, timeframe, vendor, gap_from LIMIT %(limit)s"
+)
+
 WHO_AM_I = "SELECT current_user, tenant_view.bound_tenant(current_user)::text, tenant_view.chooses_tenant(current_user)"
 
 
@@ -159,3 +169,26 @@ def bars_window(
             f"no {timeframe} bars stored in the range, and role {conn.info.user} may not read the aggregate "
             f"tenant_view.{view} ({str(exc).splitlines()[0]})"
         ) from None
+
+
+def gaps(
+    conn: psycopg.Connection[Any],
+    tenant_id: str,
+    *,
+    symbol: str | None = None,
+    timeframe: str | None = None,
+    vendor: str | None = None,
+    include_closed: bool = False,
+    since: datetime | None = None,
+    limit: int = 10_000,
+) -> Result:
+    """Gaps of the tenant's bar series (bar_gaps): the open ones, or with `include_closed` their history."""
+    params = {
+        "symbol": symbol.strip().upper() if symbol else None,
+        "timeframe": timeframe,
+        "vendor": vendor,
+        "all": include_closed,
+        "since": since,
+        "limit": limit,
+    }
+    return read(conn, tenant_id, GAPS_SQL, params)

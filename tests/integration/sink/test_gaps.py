@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from mds_sink.control.offsets import reset_group
 from mds_sink.metrics import REGISTRY
+from tests.control import cli
 from tests.support import Scenario, bar, drained, iso_ts, make_scenario, running_sink, wait_until
 
 GAPS = (
@@ -123,6 +125,19 @@ def test_holes_become_gaps_one_backfill_each_across_a_restart_and_a_replay_and_l
             what="the open-gap gauges gone with the gaps",
         )
     assert scenario.rows(tenant, JOBS) == jobs  # closing asks for nothing more
+
+    # What an operator sees: no open gap, and with --all their history.
+    shown = cli(scenario.settings, "query", "gaps", "--tenant", tenant, "--json")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output) == []
+    shown = cli(scenario.settings, "query", "gaps", "--tenant", tenant, "--all", "--timeframe", "1m", "--json")
+    assert shown.exit_code == 0, shown.output
+    history = json.loads(shown.output)
+    assert [(g["symbol"], g["gap_from"], g["gap_to"], g["missing_bars"], g["remaining_bars"]) for g in history] == [
+        ("AAPL", "2025-11-20T15:05:00+00:00", "2025-11-20T15:08:00+00:00", 3, 0),
+        ("AAPL", "2025-11-20T15:20:00+00:00", "2025-11-20T15:21:00+00:00", 1, 0),
+    ]
+    assert all(g["closed_at"] and g["backfill_key"] for g in history)
 
 
 def test_a_partly_filled_gap_stays_open_with_what_is_still_missing() -> None:
