@@ -58,9 +58,17 @@ def as_dicts(rows: Sequence[LatestPrice | BarRow]) -> list[dict[str, Any]]:
 
 
 def as_dataframe(rows: Sequence[LatestPrice | BarRow]) -> Any:
-    """A pandas DataFrame of the rows; pandas is imported here, not required by the library."""
-    pandas: Any = importlib.import_module("pandas")  # optional, and untyped: only for callers who ask
-    return pandas.DataFrame(as_dicts(rows))
+    """A pandas DataFrame of the rows, one column per field; pandas is imported here, and only here: the
+    library does not depend on it (ImportError saying so when it is not installed)."""
+    try:
+        pandas: Any = importlib.import_module("pandas")  # optional, and untyped: only for callers who ask
+    except ImportError:
+        raise ImportError(
+            "as_dataframe needs pandas, which mds-sink does not install: install pandas beside it, "
+            "or use as_dicts(rows)"
+        ) from None
+    columns = [f.name for f in dataclasses.fields(rows[0])] if rows else None
+    return pandas.DataFrame(as_dicts(rows), columns=columns)
 
 
 def _normalised(symbols: Sequence[str]) -> list[str]:
