@@ -18,8 +18,8 @@ from __future__ import annotations
 import warnings
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cache
+from typing import Any
 
 _US = 1_000_000
 _DAY_US = 86_400 * _US
@@ -96,8 +96,16 @@ class Sessions:
         return INTRADAY_STEP_US.get(timeframe) or (7 * _DAY_US if timeframe == "1w" else _DAY_US)
 
 
-def _us(moment: datetime) -> int:
-    return int(moment.timestamp()) * _US
+_NAT = -(2**63)  # NaT as an int64 (a session without a break has NaT for it)
+
+
+def _column_us(values: Any) -> list[int]:
+    """A pandas datetime column or index (UTC, or naive as session labels are) as µs since the epoch."""
+    utc = values.dt.tz_convert(None) if hasattr(values, "dt") and values.dt.tz is not None else values
+    if getattr(utc, "tz", None) is not None:
+        utc = utc.tz_convert(None)
+    stamps = utc.to_numpy(dtype="datetime64[us]").astype("int64")
+    return [int(v) if v != _NAT else _NAT for v in stamps.tolist()]
 
 
 @cache
@@ -116,21 +124,23 @@ def sessions(name: str) -> Sessions:
         except xc.errors.InvalidCalendarName as exc:
             raise UnknownCalendar(f"unknown exchange calendar {name!r}") from exc
         schedule = calendar.schedule
+    opens, closes = _column_us(schedule["open"]), _column_us(schedule["close"])
+    if "break_start" in schedule.columns:
+        pauses, resumes = _column_us(schedule["break_start"]), _column_us(schedule["break_end"])
+    else:
+        pauses = resumes = [_NAT] * len(opens)
     starts: list[int] = []
     ends: list[int] = []
-    has_breaks = "break_start" in schedule.columns
-    for _label, row in schedule.iterrows():
-        opens, closes = _us(row["open"].to_pydatetime()), _us(row["close"].to_pydatetime())
-        if has_breaks and row["break_start"] == row["break_start"]:  # NaT is not equal to itself
-            pause, resume = _us(row["break_start"].to_pydatetime()), _us(row["break_end"].to_pydatetime())
-            starts += [opens, resume]
-            ends += [pause, closes]
+    for opened, pause, resume, closed in zip(opens, pauses, resumes, closes, strict=True):
+        if pause != _NAT:  # a lunch break splits the session in two
+            starts += [opened, resume]
+            ends += [pause, closed]
         else:
-            starts.append(opens)
-            ends.append(closes)
+            starts.append(opened)
+            ends.append(closed)
     before = [0] * len(starts)
     for i in range(1, len(starts)):
         before[i] = before[i - 1] + ends[i - 1] - starts[i - 1]
-    days = [_us(datetime.combine(d.date(), datetime.min.time(), UTC)) // _DAY_US for d in schedule.index]
+    days = [d // _DAY_US for d in _column_us(schedule.index)]
     weeks = sorted({(d + _WEEK_OFFSET_DAYS) // 7 for d in days})
     return Sessions(name, starts, ends, before, days, weeks)

@@ -27,6 +27,7 @@ Row = tuple[object, ...]
 
 # Where a bars row holds these (core/tables.py BARS): ts (µs), tenant_id, vendor, symbol, timeframe.
 TS, TENANT, VENDOR, SYMBOL, TIMEFRAME = 0, 1, 2, 3, 4
+_SERIES_END = TIMEFRAME + 1
 _KEY_MAX = 200  # jobs.idempotency_key
 
 
@@ -61,6 +62,7 @@ class SeriesState:
     calendar: Sessions | None  # None: the timeframe is not watched
     tier: str
     gaps: list[OpenGap] = field(default_factory=list)
+    step_us: int = 0  # back-to-back bars are this far apart (asked of the calendar once)
 
 
 @dataclass(slots=True)
@@ -70,6 +72,7 @@ class Plan:
     candidates: list[Gap] = field(default_factory=list)
     touched: dict[str, set[tuple[str, str, str, int]]] = field(default_factory=dict)  # tenant -> gap keys
     newest: dict[Series, int] = field(default_factory=dict)
+    unknown: dict[Series, int] = field(default_factory=dict)  # series not in memory -> oldest bar
 
     def __bool__(self) -> bool:
         return bool(self.candidates or self.touched)
@@ -159,25 +162,14 @@ class Tracker:
         self.series: dict[Series, SeriesState] = {}
         self.with_gaps: set[Series] = set()
 
-    # -- before a batch: series not in memory are looked up in the database -----------------------
-    def unknown(self, rows: Iterable[Row]) -> dict[Series, int]:
-        """Series of `rows` not in memory, with their oldest bar of the batch."""
-        found: dict[Series, int] = {}
-        known = self.series
-        for row in rows:
-            key: Series = (row[TENANT], row[VENDOR], row[SYMBOL], row[TIMEFRAME])  # type: ignore[assignment]
-            if key in known:
-                continue
-            ts: int = row[TS]  # type: ignore[assignment]
-            if ts < found.get(key, ts + 1):
-                found[key] = ts
-        return found
-
+    # -- series not in memory are looked up in the database ----------------------------------------
     def adopt(self, key: Series, last_us: int | None, gaps: Sequence[OpenGap]) -> None:
         """A series as the database knows it: its newest bar before the batch, and its open gaps."""
         if len(self.series) >= self.max_series:
             self._evict()
-        state = SeriesState(last_us, self.rules.calendar(key), self.rules.tier(key[2]), sorted_gaps(gaps))
+        calendar = self.rules.calendar(key)
+        step = 0 if calendar is None else calendar.step_us(key[3])
+        state = SeriesState(last_us, calendar, self.rules.tier(key[2]), sorted_gaps(gaps), step)
         self.series[key] = state
         if state.gaps:
             self.with_gaps.add(key)
@@ -196,16 +188,22 @@ class Tracker:
 
     # -- a batch ----------------------------------------------------------------------------------
     def plan(self, rows: Iterable[Row]) -> Plan:
-        """The batch's holes and the open gaps it touches; the tracker is left as it was."""
+        """The batch's holes and the open gaps it touches; the tracker is left as it was.
+
+        Series not in memory are skipped and listed in `plan.unknown` (with their oldest bar of the
+        batch): look them up, `adopt` them, and plan again.
+        """
         plan = Plan()
-        newest = plan.newest
+        newest, unknown = plan.newest, plan.unknown
         holes: dict[Series, list[Gap]] = {}
-        states = self.series
+        state_of = self.series.get
         for row in rows:
-            key: Series = (row[TENANT], row[VENDOR], row[SYMBOL], row[TIMEFRAME])  # type: ignore[assignment]
+            key: Series = row[TENANT:_SERIES_END]  # type: ignore[assignment]  # the four series columns, in order
             ts: int = row[TS]  # type: ignore[assignment]
-            state = states.get(key)
-            if state is None:  # evicted since its lookup (more series than max_series): seen next time
+            state = state_of(key)
+            if state is None:
+                if ts < unknown.get(key, ts + 1):
+                    unknown[key] = ts
                 continue
             calendar = state.calendar
             if calendar is None:
@@ -213,10 +211,9 @@ class Tracker:
             last = newest.get(key, state.last_us)
             if last is None:
                 newest[key] = ts
-                continue
-            if ts > last:
+            elif ts > last:
                 newest[key] = ts
-                if ts - last > calendar.step_us(key[3]):
+                if ts - last > state.step_us:
                     self._hole(holes, key, calendar, last, ts)
             elif ts < last:
                 self._late(plan, holes, key, state, ts)

@@ -74,11 +74,11 @@ class Continuity:
     def prepare(self, rows: Sequence[Row]) -> Pending:
         """Look up new series and plan the batch. Raises psycopg errors (the flush retries them)."""
         with self._lock:
-            unknown = self.tracker.unknown(rows)
-        if unknown:
-            self._adopt(unknown)
-        with self._lock:
             plan = self.tracker.plan(rows)
+        if plan.unknown:  # at start and after a rebalance: look them up, and plan the batch again
+            self._adopt(plan.unknown)
+            with self._lock:
+                plan = self.tracker.plan(rows)
         statements: Statements = {}
         opens: dict[str, int] = {}
         for tenant, found in by_tenant(plan.candidates).items():

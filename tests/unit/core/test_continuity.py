@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -26,9 +27,9 @@ def tracker(**settings: object) -> Tracker:
     return Tracker(s.rules(), max_series=s.max_series)
 
 
-def detect(t: Tracker, rows: list[tuple[object, ...]], last: str | None = None) -> list[Gap]:
+def detect(t: Tracker, rows: Sequence[tuple[object, ...]], last: str | None = None) -> list[Gap]:
     """Plan a batch after the series' previous bar `last` (None: the series' first bar)."""
-    for key, _oldest in t.unknown(rows).items():
+    for key in t.plan(rows).unknown:
         t.adopt(key, None if last is None else us(last), [])
     plan = t.plan(rows)
     t.apply(plan, [], [])
@@ -86,6 +87,15 @@ def test_a_session_across_midnight_utc() -> None:
     assert detect(t, [row("2026-12-01T04:59", "CBA.AX"), row("2026-12-01T23:00", "CBA.AX")]) == []
     # The rule is by symbol: an unmatched symbol stays on the default calendar (night in New York).
     assert detect(t, [row("2026-11-30T23:58", "IBM"), row("2026-12-01T00:02", "IBM")]) == []
+
+
+def test_a_lunch_break_is_no_gap() -> None:
+    # Hong Kong breaks 12:00-13:00 local (04:00-05:00 UTC).
+    t = tracker(calendars=[{"calendar": "XHKG", "vendor": "hkex"}])
+    rows = [(us("2026-12-01T03:59"), T, "hkex", "0700", "1m"), (us("2026-12-01T05:00"), T, "hkex", "0700", "1m")]
+    assert detect(t, rows) == []
+    rows = [(us("2026-12-01T03:58"), T, "hkex", "0005", "1m"), (us("2026-12-01T05:00"), T, "hkex", "0005", "1m")]
+    assert spans(detect(t, rows)) == [("2026-12-01 03:59", "2026-12-01 05:00", 1)]
 
 
 def test_hourly_bars_follow_the_session_whatever_their_alignment() -> None:
@@ -167,7 +177,7 @@ def test_tiers_and_the_summary() -> None:
 def test_memory_is_bounded() -> None:
     t = tracker(max_series=100)
     rows = [row("2026-11-30T15:00", f"S{i}") for i in range(250)]
-    for key, _ in t.unknown(rows).items():
+    for key in t.plan(rows).unknown:
         t.adopt(key, None, [])
     assert len(t.series) <= 100
     assert (T, "polygon", "S249", "1m") in t.series  # the newest stay
