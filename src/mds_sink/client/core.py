@@ -16,12 +16,13 @@ Everything else the sink checks is checked here, with the same code and settings
 from __future__ import annotations
 
 import asyncio
+import logging
 import operator
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from functools import partial
 from io import BytesIO
@@ -49,6 +50,8 @@ from mds_sink.core.rejection import RecordRejected, field_error
 from mds_sink.core.tenancy import TenantTopics, tenant_topics
 from mds_sink.core.validate import TenantSet
 from mds_sink.kafka.clients import producer_config
+
+log = logging.getLogger(__name__)
 
 _MAX_TENANTS = 100_000
 _MAX_KEYS = 100_000
@@ -143,7 +146,10 @@ class PublisherCore:
 
     def _serve(self) -> None:
         while not self._closed.is_set():
-            self.producer.poll(0.1)
+            try:
+                self.producer.poll(0.1)
+            except Exception:  # a delivery callback's bug must not stop every later report
+                log.exception("serving delivery reports")
 
     # -- preparing ------------------------------------------------------------------------------------
 
@@ -275,15 +281,16 @@ class PublisherCore:
 
     def _delivered(self, future: Future[Delivery], err: KafkaError | None, msg: Any) -> None:
         topic, key, value = self._pending.pop(future)
-        if err is None:
-            if not future.cancelled():  # a caller that cancelled its future has stopped listening
+        try:
+            if err is None:
                 future.set_result(Delivery(msg.topic(), msg.partition(), msg.offset()))
-        else:
-            error = delivery_error(self.label(topic, key, value), err)
-            with self._lock:  # flush swaps the list under this lock: no failure is lost between
-                self._failures.append(error)
-            if not future.cancelled():
+            else:
+                error = delivery_error(self.label(topic, key, value), err)
+                with self._lock:  # flush swaps the list under this lock: no failure is lost between
+                    self._failures.append(error)
                 future.set_exception(error)
+        except InvalidStateError:  # a caller that cancelled its future has stopped listening
+            pass
         self._wake_flush()
 
     # -- sending many -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,12 +84,13 @@ class Confirmation:
             self._open -= 1
             if self._open:
                 return
-        if self.future.cancelled():  # the caller stopped listening
-            return
-        if self._failures:
-            self.future.set_exception(NotAcknowledged(self._failures, self._records))
-        else:
-            self.future.set_result(Deliveries(self._records))
+        try:
+            if self._failures:
+                self.future.set_exception(NotAcknowledged(self._failures, self._records))
+            else:
+                self.future.set_result(Deliveries(self._records))
+        except InvalidStateError:  # the caller cancelled it: stopped listening (flush still reports)
+            pass
 
     def seal(self) -> None:
         self.part_done([])
