@@ -15,7 +15,7 @@ from mds_sink.db import migrate
 
 NAME = "mds_bench"
 # Everything the bars and quotes write, and the ledger: a run starts from none of it.
-WRITTEN = ("bars_minute", "bars_hour", "bars_day", "quotes", "latest_prices", "sink_offsets")
+WRITTEN = ("bars_minute", "bars_hour", "bars_day", "quotes", "latest_prices", "bar_gaps", "sink_offsets")
 
 
 def with_database(url: str, name: str) -> str:

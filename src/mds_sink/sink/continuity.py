@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from mds_sink.config.continuity_settings import ContinuitySettings
@@ -112,13 +113,16 @@ class Continuity:
         grouped: dict[str, dict[Series, int]] = {}
         for key, ts in oldest.items():
             grouped.setdefault(key[0], {})[key] = ts
-        found: list[sql.Lookup] = []
+        asked: list[tuple[str, list[psycopg.Cursor[Any]]]] = []
+        # One round trip for every tenant's lookups: the flush waits on it (at start, and after a
+        # rebalance, once per partition's series), and the database is busy with the writes meanwhile.
         with self._pool.connection() as conn, conn.transaction():
-            for tenant, series in sorted(grouped.items()):
-                conn.execute(SET_TENANT, (tenant,))
-                statements = sql.lookup_statements(tenant, series)
-                results = [conn.execute(statement, params).fetchall() for statement, params in statements]
-                found.append(sql.read_lookup(tenant, results))
+            with conn.pipeline():
+                for tenant, series in sorted(grouped.items()):
+                    conn.execute(SET_TENANT, (tenant,))
+                    statements = sql.lookup_statements(tenant, series)
+                    asked.append((tenant, [conn.execute(statement, params) for statement, params in statements]))
+            found = [sql.read_lookup(tenant, [c.fetchall() for c in cursors]) for tenant, cursors in asked]
         with self._lock:
             for lookup in found:
                 for key, last in lookup.last.items():
