@@ -219,7 +219,7 @@ class _JobWriter:
         fence: Mapping[TopicPartition, int] | None = None,
         commit: bool = True,
         staged: Staged | None = None,
-        after: Mapping[str, Sequence[tuple[Any, Mapping[str, Any]]]] | None = None,
+        after: Callable[[], Mapping[str, Sequence[tuple[Any, Mapping[str, Any]]]]] | None = None,
     ) -> WriteResult:
         # No gap watch here (settle gets none): the live sink's re-count closes what this fills.
         del after

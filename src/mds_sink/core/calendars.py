@@ -18,7 +18,6 @@ from __future__ import annotations
 import warnings
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 _US = 1_000_000
@@ -108,9 +107,25 @@ def _column_us(values: Any) -> list[int]:
     return [int(v) if v != _NAT else _NAT for v in stamps.tolist()]
 
 
-@cache
+_BUILT: dict[str, Sessions] = {}
+
+
 def sessions(name: str) -> Sessions:
-    """The calendar `name` (an exchange_calendars name such as XNYS, XLON, 24/7), built once per process."""
+    """The calendar `name` (an exchange_calendars name such as XNYS, XLON, 24/7), built once per process
+    (or handed in with `install`)."""
+    found = _BUILT.get(name)
+    if found is None:
+        found = _BUILT[name] = build(name)
+    return found
+
+
+def install(built: Sessions) -> None:
+    """A calendar built elsewhere (sink/calendar_loader.py builds them in a child process)."""
+    _BUILT[built.name] = built
+
+
+def build(name: str) -> Sessions:
+    """The calendar `name` read from exchange_calendars."""
     # ~0.3 s to import (pandas): only in a process that detects gaps, never in the other commands.
     import exchange_calendars as xc  # noqa: PLC0415
 

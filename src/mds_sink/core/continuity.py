@@ -62,7 +62,10 @@ class SeriesState:
     calendar: Sessions | None  # None: the timeframe is not watched
     tier: str
     gaps: list[OpenGap] = field(default_factory=list)
-    step_us: int = 0  # back-to-back bars are this far apart (asked of the calendar once)
+    step_us: int = 0  # back-to-back bars are this far apart (asked of the calendar once); 0: not watched
+    # Scratch of the plan numbered `plan`: the series' newest bar with that plan's rows (Tracker.plan).
+    plan: int = 0
+    planned_us: int | None = None
 
 
 @dataclass(slots=True)
@@ -71,7 +74,8 @@ class Plan:
 
     candidates: list[Gap] = field(default_factory=list)
     touched: dict[str, set[tuple[str, str, str, int]]] = field(default_factory=dict)  # tenant -> gap keys
-    newest: dict[Series, int] = field(default_factory=dict)
+    number: int = 0
+    touched_states: list[SeriesState] = field(default_factory=list)  # whose newest bar this plan moves
     unknown: dict[Series, int] = field(default_factory=dict)  # series not in memory -> oldest bar
 
     def __bool__(self) -> bool:
@@ -129,6 +133,10 @@ class Rules:
         self._default_tier = default_tier
         self._load = load
 
+    @property
+    def calendar_names(self) -> list[str]:
+        return sorted({rule.calendar for rule in self._calendars})
+
     def check(self) -> None:
         """Every calendar named can be built; raises UnknownCalendar naming the setting."""
         for rule in self._calendars:
@@ -161,6 +169,7 @@ class Tracker:
         self.max_series = max_series
         self.series: dict[Series, SeriesState] = {}
         self.with_gaps: set[Series] = set()
+        self._plans = 0
 
     # -- series not in memory are looked up in the database ----------------------------------------
     def adopt(self, key: Series, last_us: int | None, gaps: Sequence[OpenGap]) -> None:
@@ -193,10 +202,13 @@ class Tracker:
         Series not in memory are skipped and listed in `plan.unknown` (with their oldest bar of the
         batch): look them up, `adopt` them, and plan again.
         """
-        plan = Plan()
-        newest, unknown = plan.newest, plan.unknown
+        self._plans += 1
+        plan = Plan(number=self._plans)
+        number, moved, unknown = plan.number, plan.touched_states, plan.unknown
         holes: dict[Series, list[Gap]] = {}
         state_of = self.series.get
+        # One dictionary lookup a row: the plan's newest bar per series is kept on the series' state,
+        # valid for this plan's number only (a plan that never commits leaves nothing behind).
         for row in rows:
             key: Series = row[TENANT:_SERIES_END]  # type: ignore[assignment]  # the four series columns, in order
             ts: int = row[TS]  # type: ignore[assignment]
@@ -205,16 +217,19 @@ class Tracker:
                 if ts < unknown.get(key, ts + 1):
                     unknown[key] = ts
                 continue
-            calendar = state.calendar
-            if calendar is None:
+            step = state.step_us
+            if not step:
                 continue
-            last = newest.get(key, state.last_us)
+            if state.plan != number:
+                state.plan, state.planned_us = number, state.last_us
+                moved.append(state)
+            last = state.planned_us
             if last is None:
-                newest[key] = ts
+                state.planned_us = ts
             elif ts > last:
-                newest[key] = ts
-                if ts - last > state.step_us:
-                    self._hole(holes, key, calendar, last, ts)
+                state.planned_us = ts
+                if ts - last > step:
+                    self._hole(holes, key, state.calendar, last, ts)  # type: ignore[arg-type]  # watched
             elif ts < last:
                 self._late(plan, holes, key, state, ts)
         plan.candidates = [gap for found in holes.values() for gap in found]
@@ -248,10 +263,10 @@ class Tracker:
 
     # -- after the flush committed ----------------------------------------------------------------
     def apply(self, plan: Plan, opened: Iterable[tuple[Series, OpenGap]], counted: Iterable[Counted]) -> None:
-        for key, last in plan.newest.items():
-            state = self.series.get(key)
-            if state is not None and (state.last_us is None or last > state.last_us):
-                state.last_us = last
+        for moved in plan.touched_states:
+            last = moved.planned_us
+            if moved.plan == plan.number and last is not None and (moved.last_us is None or last > moved.last_us):
+                moved.last_us = last
         for key, gap in opened:
             state = self.series.get(key)
             if state is not None and not any(g.gap_from_us == gap.gap_from_us for g in state.gaps):

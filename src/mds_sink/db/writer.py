@@ -158,7 +158,7 @@ class Writer:
         commit: bool = True,
         staged: Staged | None = None,
         also: Also | None = None,
-        after: Mapping[str, Sequence[tuple[Any, Mapping[str, Any]]]] | None = None,
+        after: Callable[[], Mapping[str, Sequence[tuple[Any, Mapping[str, Any]]]]] | None = None,
     ) -> WriteResult:
         """Stage, upsert tenant by tenant, move the ledger; all or nothing. `commit=False` probes.
 
@@ -167,7 +167,8 @@ class Writer:
         `staged`, if it holds these rows, is that transaction with the COPY done; it is used or rolled back.
         `also` runs last in the same transaction and its rows are returned: a backfill job moves its own
         positions there (it has no ledger rows), so they commit with the rows they cover, or not at all.
-        `after` gives statements to run right after a tenant's upserts, under its context (bar gaps).
+        `after` is asked, once the upserts are on their way to the server (so its work overlaps theirs),
+        for statements to run next, per tenant and under its context (bar gaps); their rows are returned.
         """
         txn = staged.take(spec, rows) if staged is not None else None
         if txn is None:
@@ -192,9 +193,12 @@ class Writer:
                         checks.append(txn.conn.cursor())
                         checks[-1].execute(conflict_sql, {"tenant": tenant})
                     txn.cur.execute(upserts[targets], {"tenant": tenant})
-                    for statement, params in (after or {}).get(tenant, ()):
-                        followers.append((tenant, txn.conn.cursor()))
-                        followers[-1][1].execute(statement, params)
+                if after is not None:
+                    for tenant, statements in sorted(after().items()):
+                        txn.cur.execute(SET_TENANT, (tenant,))
+                        for statement, params in statements:
+                            followers.append((tenant, txn.conn.cursor()))
+                            followers[-1][1].execute(statement, params)
                 if ledger is not None:
                     moved = txn.conn.cursor()
                     moved.execute(LEDGER_ADVANCE, ledger)

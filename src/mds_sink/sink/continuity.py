@@ -29,7 +29,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from mds_sink.config.continuity_settings import ContinuitySettings
-from mds_sink.core.continuity import Counted, OpenGap, Plan, Series, Tracker, by_tenant, gap_key
+from mds_sink.core.continuity import Counted, OpenGap, Plan, Rules, Series, Tracker, by_tenant, gap_key
 from mds_sink.core.validate import Row
 from mds_sink.db import gaps as sql
 from mds_sink.db.sql import SET_TENANT
@@ -60,10 +60,11 @@ class Pending:
 
 
 class Continuity:
-    def __init__(self, settings: ContinuitySettings, pool: ConnectionPool) -> None:
+    def __init__(self, settings: ContinuitySettings, pool: ConnectionPool, rules: Rules | None = None) -> None:
         self.settings = settings
-        rules = settings.rules()
-        rules.check()  # an unknown calendar stops the start, naming its setting
+        if rules is None:
+            rules = settings.rules()
+            rules.check()  # an unknown calendar raises, naming its setting
         self.tracker = Tracker(rules, max_series=settings.max_series)
         self._pool = pool
         self._lock = threading.Lock()

@@ -137,7 +137,7 @@ class RowWriter(Protocol):
         fence: Mapping[TopicPartition, int] | None = None,
         commit: bool = True,
         staged: Staged | None = None,
-        after: Mapping[str, Sequence[tuple[Any, Mapping[str, Any]]]] | None = None,
+        after: Callable[[], Mapping[str, Sequence[tuple[Any, Mapping[str, Any]]]]] | None = None,
     ) -> WriteResult: ...
 
 
@@ -146,6 +146,19 @@ class GapWatch(Protocol):
 
     def prepare(self, rows: Sequence[Row]) -> Any: ...
     def commit(self, pending: Any, after: Mapping[str, list[list[tuple[Any, ...]]]]) -> None: ...
+
+
+class _Planned:
+    """The batch's gap statements, planned while its upserts run (Writer.write's `after`)."""
+
+    def __init__(self, gaps: GapWatch, rows: Sequence[Row]) -> None:
+        self._gaps, self._rows = gaps, rows
+        self.pending: Any = None
+
+    def __call__(self) -> Mapping[str, Sequence[tuple[Any, Mapping[str, Any]]]]:
+        self.pending = self._gaps.prepare(self._rows)
+        statements: Mapping[str, Sequence[tuple[Any, Mapping[str, Any]]]] = self.pending.statements
+        return statements
 
 
 class DeadLetterSink(Protocol):
@@ -218,15 +231,15 @@ def settle(
             try:
                 # Step 2: rows and ledger in one transaction, under the epochs this member claimed.
                 rows = [row for row, _ in batch.rows.values()]
-                pending = gaps.prepare(rows) if gaps is not None else None  # before taking the staged txn
                 taken, staged = staged, None
-                if gaps is None or pending is None:
+                if gaps is None:
                     result = writer.write(spec, rows, batch.next_offsets, fence=batch.fence, staged=taken)
                 else:
+                    planned = _Planned(gaps, rows)
                     result = writer.write(
-                        spec, rows, batch.next_offsets, fence=batch.fence, staged=taken, after=pending.statements
+                        spec, rows, batch.next_offsets, fence=batch.fence, staged=taken, after=planned
                     )
-                    gaps.commit(pending, result.after)
+                    gaps.commit(planned.pending, result.after)
                 return Settled(spec.name, result.rows, list(batch.dead_letters), dict(batch.next_offsets))
             except KeyConflicts as exc:
                 # Out of the rows, into the dead letters (sent at the next attempt, before the write).

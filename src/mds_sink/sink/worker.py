@@ -30,9 +30,10 @@ from mds_sink.core.tenancy import TenantTopics
 from mds_sink.core.validate import TenantSet
 from mds_sink.db.preflight import check_database
 from mds_sink.db.writer import Staged, Writer, database_pool
-from mds_sink.errors import SettingsError
+from mds_sink.errors import StartupError
 from mds_sink.kafka.clients import DeadLetterProducer, admin_config, prepare_topics, producer_config
 from mds_sink.kafka.consumer import open_consumer
+from mds_sink.sink.calendar_loader import preload
 from mds_sink.sink.continuity import Continuity
 from mds_sink.sink.control import SinkState
 from mds_sink.sink.deadletters import DeadLetters, rejected
@@ -165,9 +166,18 @@ class Worker:
         if not s.continuity.enabled or not any(spec.name == "bars" for spec in self.routes.values()):
             return None
         try:
-            return Continuity(s.continuity, self.pool)
+            rules = s.continuity.rules()
+            with contextlib.suppress(UnknownCalendar):  # check() below says which setting names it
+                preload(rules.calendar_names)  # in a child process: the sink never imports pandas
+            rules.check()  # every calendar is built by now: an unknown one stops the start
         except UnknownCalendar as exc:
-            raise SettingsError(f"invalid setting {exc}") from None
+            raise StartupError(f"invalid setting {exc}") from None
+        # A pool of its own: a flush waits on its lookups while holding a connection of the writer's
+        # pool, and the stager may hold another; sharing that pool could leave the lookup none.
+        pool = database_pool(s.database, min_size=0, max_size=1, name="mds-sink-gaps")
+        self._closing("gap pool", pool.close)
+        pool.open()
+        return Continuity(s.continuity, pool, rules)
 
     def _wire_units(self) -> None:
         units = self.units = wire(

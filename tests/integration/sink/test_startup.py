@@ -74,6 +74,17 @@ def test_wrong_setting_is_one_line(settings: Settings) -> None:
     assert refusal(err).startswith("mds-sink: invalid setting batching.max_ms (MDS_SINK_BATCHING__MAX_MS)")
 
 
+def test_an_unknown_exchange_calendar_is_named_with_its_setting(settings: Settings) -> None:
+    code, err = start(
+        settings, MDS_SINK_CONTINUITY__CALENDARS='[{"calendar": "XNYS"}, {"calendar": "XLNO", "symbol": "*.L"}]'
+    )
+    assert code == 2
+    assert refusal(err) == (
+        "mds-sink: invalid setting continuity.calendars[1].calendar: unknown exchange calendar 'XLNO'"
+    )
+    assert "Traceback" not in err
+
+
 def test_writer_that_could_bypass_isolation_is_refused(settings: Settings) -> None:
     superuser = with_database(os.environ["MDS_STACK_PG_SUPERUSER_URL"], "mds")
     code, err = start(settings, MDS_SINK_DATABASE__URL=superuser)
