@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import sql
@@ -19,11 +20,13 @@ from psycopg import sql
 from mds_sink.core.catalog import TABLES
 from mds_sink.core.continuity import Counted, Gap, OpenGap, Series
 
-_EPOCH = "timestamptz 'epoch'"
+_EPOCH_DT = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _at(us: str) -> str:
-    return f"({_EPOCH} + ({us}) * interval '1 microsecond')"
+def instants(values_us: Iterable[int]) -> list[datetime]:
+    """µs since the epoch as exact UTC datetimes, sent as timestamptz: a bound computed in SQL (epoch +
+    µs * interval) would not be pushed into the bars' index scan below tenant_view's security barrier."""
+    return [_EPOCH_DT + timedelta(microseconds=us) for us in values_us]
 
 
 def _us(ts: str) -> str:
@@ -39,9 +42,9 @@ Statement = tuple[sql.SQL | sql.Composed, Mapping[str, Any]]
 _LAST = sql.SQL(
     "SELECT s.vendor, s.symbol, s.timeframe, (SELECT " + _us("b.ts") + " FROM {bars} b "
     "WHERE b.tenant_id = %(tenant)s AND b.vendor = s.vendor AND b.symbol = s.symbol AND b.timeframe = s.timeframe "
-    "AND b.ts < " + _at("s.before_us") + " ORDER BY b.ts DESC LIMIT 1) "
-    "FROM unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], %(before)s::bigint[]) "
-    "AS s(vendor, symbol, timeframe, before_us)"
+    "AND b.ts < s.before ORDER BY b.ts DESC LIMIT 1) "
+    "FROM unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], %(before)s::timestamptz[]) "
+    "AS s(vendor, symbol, timeframe, before)"
 )
 
 _OPEN_OF = (
@@ -57,13 +60,15 @@ _OPEN_OF = (
 _OPEN = sql.SQL(
     "INSERT INTO tenant_view.bar_gaps AS g (tenant_id, vendor, symbol, timeframe, gap_from, gap_to, "
     "missing_bars, remaining_bars, calendar) "
-    "SELECT %(tenant)s, c.vendor, c.symbol, c.timeframe, " + _at("c.f") + ", " + _at("c.t") + ", c.missing, "
+    "SELECT %(tenant)s, c.vendor, c.symbol, c.timeframe, c.f, c.t, c.missing, "
     "c.missing, c.calendar FROM unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], "
-    "%(froms)s::bigint[], %(tos)s::bigint[], %(missing)s::integer[], %(calendars)s::text[]) "
+    "%(froms)s::timestamptz[], %(tos)s::timestamptz[], %(missing)s::integer[], %(calendars)s::text[]) "
     "AS c(vendor, symbol, timeframe, f, t, missing, calendar) "
-    "WHERE NOT EXISTS (SELECT 1 FROM {bars} b WHERE b.tenant_id = %(tenant)s AND b.vendor = c.vendor "
+    # A scalar subquery, not NOT EXISTS: an anti-join would scan the tenant's bars of the timeframe once
+    # per candidate (join clauses are not pushed below tenant_view's barrier); this is an index probe.
+    "WHERE (SELECT b.ts FROM {bars} b WHERE b.tenant_id = %(tenant)s AND b.vendor = c.vendor "
     "AND b.symbol = c.symbol AND b.timeframe = c.timeframe "
-    "AND b.ts >= " + _at("c.f") + " AND b.ts < " + _at("c.t") + ") "
+    "AND b.ts >= c.f AND b.ts < c.t LIMIT 1) IS NULL "
     "ON CONFLICT (tenant_id, vendor, symbol, timeframe, gap_from) DO NOTHING "
     "RETURNING g.vendor, g.symbol, g.timeframe, " + _us("g.gap_from") + ", " + _us("g.gap_to") + ", g.missing_bars, "
     "extract(epoch FROM g.opened_at)::float8"
@@ -78,8 +83,8 @@ _RECOUNT = sql.SQL(
     "(SELECT count(*) FROM {bars} b WHERE b.tenant_id = %(tenant)s AND b.vendor = g.vendor AND b.symbol = g.symbol "
     "AND b.timeframe = g.timeframe AND b.ts >= g.gap_from AND b.ts < g.gap_to) AS present "
     "FROM tenant_view.bar_gaps g JOIN unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], "
-    "%(froms)s::bigint[]) AS u(vendor, symbol, timeframe, f) ON g.vendor = u.vendor AND g.symbol = u.symbol "
-    "AND g.timeframe = u.timeframe AND g.gap_from = " + _at("u.f") + " "
+    "%(froms)s::timestamptz[]) AS u(vendor, symbol, timeframe, f) ON g.vendor = u.vendor AND g.symbol = u.symbol "
+    "AND g.timeframe = u.timeframe AND g.gap_from = u.f "
     "WHERE g.tenant_id = %(tenant)s AND g.closed_at IS NULL), "
     "moved AS (UPDATE tenant_view.bar_gaps AS g SET remaining_bars = greatest(0, k.missing_bars - k.present), "
     "closed_at = CASE WHEN k.present >= k.missing_bars THEN now() END, updated_at = now() FROM k "
@@ -98,9 +103,9 @@ _UTC = '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\''
 REQUEST = (
     "WITH marked AS (UPDATE tenant_view.bar_gaps AS g SET backfill_requested_at = now(), backfill_key = k.key, "
     "updated_at = now() FROM unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], "
-    "%(froms)s::bigint[], %(keys)s::text[]) AS k(vendor, symbol, timeframe, f, key) "
+    "%(froms)s::timestamptz[], %(keys)s::text[]) AS k(vendor, symbol, timeframe, f, key) "
     "WHERE g.tenant_id = %(tenant)s AND g.vendor = k.vendor AND g.symbol = k.symbol AND g.timeframe = k.timeframe "
-    "AND g.gap_from = " + _at("k.f") + " AND g.closed_at IS NULL AND g.backfill_requested_at IS NULL "
+    "AND g.gap_from = k.f AND g.closed_at IS NULL AND g.backfill_requested_at IS NULL "
     "RETURNING g.tenant_id, g.vendor, g.symbol, g.timeframe, g.gap_from, g.gap_to, g.remaining_bars, g.calendar, "
     "k.key), "
     "asked AS (INSERT INTO tenant_view.jobs AS j (tenant_id, idempotency_key, job_type, payload, priority, "
@@ -137,7 +142,7 @@ def lookup_statements(tenant: str, oldest: Mapping[Series, int]) -> list[Stateme
     """Statements (under `tenant`'s context) whose rows `read_lookup` turns into a Lookup."""
     out: list[Statement] = []
     for table, keys in sorted(_by_table(oldest).items()):
-        params = _arrays(tenant, keys) | {"before": [oldest[k] for k in keys]}
+        params = _arrays(tenant, keys) | {"before": instants(oldest[k] for k in keys)}
         out.append((_LAST.format(bars=_bars(table)), params))
     out.append((sql.SQL(_OPEN_OF), _arrays(tenant, list(oldest))))
     return out
@@ -164,8 +169,8 @@ def open_statements(tenant: str, candidates: Sequence[Gap]) -> list[Statement]:
         by_table.setdefault(BAR_TABLE[gap.series[3]], []).append(gap)
     for table, gaps in sorted(by_table.items()):
         params = _arrays(tenant, [g.series for g in gaps]) | {
-            "froms": [g.gap_from_us for g in gaps],
-            "tos": [g.gap_to_us for g in gaps],
+            "froms": instants(g.gap_from_us for g in gaps),
+            "tos": instants(g.gap_to_us for g in gaps),
             "missing": [g.missing for g in gaps],
             "calendars": [g.calendar for g in gaps],
         }
@@ -192,7 +197,7 @@ def recount_statements(tenant: str, gaps: Iterable[tuple[str, str, str, int]]) -
             "vendors": [k[0] for k in keys],
             "symbols": [k[1] for k in keys],
             "timeframes": [k[2] for k in keys],
-            "froms": [k[3] for k in keys],
+            "froms": instants(k[3] for k in keys),
         }
         out.append((_RECOUNT.format(bars=_bars(table)), params))
     return out
@@ -220,7 +225,7 @@ def request_params(
         "vendors": [g[0][1] for g in gaps],
         "symbols": [g[0][2] for g in gaps],
         "timeframes": [g[0][3] for g in gaps],
-        "froms": [g[1] for g in gaps],
+        "froms": instants(g[1] for g in gaps),
         "keys": [g[2] for g in gaps],
         "job_type": job_type,
         "priority": priority,
