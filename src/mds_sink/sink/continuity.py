@@ -71,6 +71,10 @@ class Continuity:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reported: set[tuple[str, str]] = set()
+        for timeframe in settings.timeframes:  # at zero from the start: a rate over them is 0, not "no data"
+            GAPS_OPENED.labels(timeframe)
+            GAPS_CLOSED.labels(timeframe)
+            GAP_BACKFILLS.labels(timeframe)
 
     # -- in the flush -----------------------------------------------------------------------------
     def prepare(self, rows: Sequence[Row]) -> Pending:

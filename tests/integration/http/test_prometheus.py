@@ -101,8 +101,11 @@ def running_prometheus(workdir: Path, target: str) -> Iterator[str]:
 
 def test_prometheus_finds_every_dashboard_and_alert_metric_in_a_live_sink(tmp_path: Path) -> None:
     started = time.monotonic()
-    scenario = make_scenario(partitions=2, tables=("bars",))
+    # Gaps on a calendar that always trades (the test runs at any hour), asked for at once.
+    continuity = {"calendar": "24/7", "grace_s": 0, "check_every_s": 0.5}
+    scenario = make_scenario(partitions=2, tables=("bars",), continuity=continuity)
     tenant = scenario.add_tenant("prom")
+    holes = unique_symbols(2)
     with running_sink(scenario.settings) as worker:
         wait_until(lambda: side_port(worker) is not None and worker.state.joined, timeout_s=30, what="sink joined")
         port = side_port(worker)
@@ -122,6 +125,10 @@ def test_prometheus_finds_every_dashboard_and_alert_metric_in_a_live_sink(tmp_pa
                 records = [bar(tenant, s, i % 30) for i, s in enumerate(unique_symbols(CHUNK_RECORDS))]
                 if chunk == STREAM_CHUNKS // 2:
                     records.append(bar("00000000-0000-4000-8000-000000000000", "NOBODY"))
+                if chunk == 0:  # two holes of two bars: one stays open, the other is filled below
+                    records += [bar(tenant, symbol, minute) for symbol in holes for minute in (0, 3)]
+                if chunk == STREAM_CHUNKS - 1:
+                    records += [bar(tenant, holes[1], minute) for minute in (1, 2)]
                 scenario.produce_values("bars", [(encoder.key(r), encoder.encode(r)) for r in records])
                 time.sleep(0.5)  # spread the stream over several scrapes, so rates have something to show
             ends = scenario.end_offsets()
