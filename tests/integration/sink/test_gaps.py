@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from mds_sink.control.offsets import reset_group
+from mds_sink.db.writer import database_pool
 from mds_sink.metrics import REGISTRY
+from mds_sink.sink.continuity import Continuity
 from tests.control import cli
 from tests.support import Scenario, bar, drained, iso_ts, make_scenario, running_sink, wait_until
 
@@ -157,3 +161,51 @@ def test_a_partly_filled_gap_stays_open_with_what_is_still_missing() -> None:
             ("NVDA", "1m", at("2025-11-20T15:02"), at("2025-11-20T15:06"), 4, 2, "XNYS", False)
         ]
     assert scenario.rows(tenant, JOBS) == []  # within the grace period (15 minutes by default)
+
+
+def test_two_members_asking_at_once_make_one_job() -> None:
+    """Members that both know a gap (one that lost its partitions and has not noticed, say) ask for its
+    backfill at the same moment: the gap row's lock lets one ask, the other finds it asked."""
+    scenario = make_scenario(partitions=1, tables=["bars"], continuity={"check_every_s": 3600})
+    tenant = scenario.add_tenant("race")
+    with running_sink(scenario.settings) as worker:
+        scenario.produce("bars", [bar(tenant, "AMD", m) for m in (0, 4)])
+        ends = scenario.end_offsets()
+        wait_until(lambda: drained(worker, ends), what="the hole committed")
+    assert [g[:5] for g in gaps(scenario, tenant)] == [("AMD", "1m", at("2025-11-20T15:01"), at("2025-11-20T15:04"), 3)]
+    members = []
+    for n in range(2):
+        pool = database_pool(scenario.settings.database, min_size=1, max_size=1, name=f"race-{n}")
+        pool.open(wait=True)
+        member = Continuity(scenario.settings.continuity, pool)
+        member.prepare([row_of(bar(tenant, "AMD", 5))])  # learns the series and its open gap
+        members.append((member, pool))
+    try:
+        start = threading.Barrier(2)
+        asked: list[int] = []
+
+        def ask(member: Continuity) -> None:
+            start.wait()
+            asked.append(member.tick(now=time.time() + 3600))  # long past the grace period
+
+        threads = [threading.Thread(target=ask, args=(m,)) for m, _ in members]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert sorted(asked) == [0, 1]
+        assert [j[0] for j in scenario.rows(tenant, JOBS)] == [
+            key("AMD", "1m", at("2025-11-20T15:01"), at("2025-11-20T15:04"))
+        ]
+        for member, _ in members:  # neither asks again
+            assert member.tick(now=time.time() + 7200) == 0
+    finally:
+        for _, pool in members:
+            pool.close()
+    assert len(scenario.rows(tenant, JOBS)) == 1
+
+
+def row_of(record: dict[str, Any]) -> tuple[Any, ...]:
+    """A bar record as the sink stages it (core/tables.py BARS): ts in µs first, then the series."""
+    ts_us = int(datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp() * 1_000_000)
+    return (ts_us, record["tenant_id"], record["vendor"], record["symbol"], record["timeframe"])
