@@ -287,6 +287,10 @@ transaction.state.log.num.partitions=10
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# Consumer-protocol groups (KIP-848) may ask for sessions as short as the classic protocol allows, as the
+# sink's kafka.session_timeout_ms does (the fault tests stall members past a 6 s session).
+group.consumer.min.session.timeout.ms=6000
+group.consumer.min.heartbeat.interval.ms=1000
 num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1

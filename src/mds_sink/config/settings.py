@@ -37,7 +37,15 @@ _CONFIG_FILE: ContextVar[str | None] = ContextVar("mds_sink_config_file", defaul
 
 # librdkafka options the sink sets itself; passing them through would break its guarantees.
 _RESERVED_CONSUMER_OPTIONS = frozenset(
-    {"enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers", "partition.assignment.strategy"}
+    {
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "group.id",
+        "bootstrap.servers",
+        "partition.assignment.strategy",
+        "group.protocol",
+        "group.remote.assignor",
+    }
 )
 
 
@@ -76,6 +84,22 @@ class KafkaSettings(_Group):
             "replica may get every partition of the busiest topic (docs/scaling.md)."
         ),
     )
+    group_protocol: Literal["auto", "consumer", "classic"] = Field(
+        default="auto",
+        description=(
+            "The group protocol. consumer (KIP-848, Kafka 4+): the broker assigns, incrementally, and members "
+            "that keep their partitions never stop; session timeout and heartbeat are the broker's group "
+            "settings then. classic: the client-side protocol with kafka.assignment_strategy (Redpanda, older "
+            "Kafka). auto: consumer where the broker offers it, else classic."
+        ),
+    )
+    remote_assignor: Literal["range", "uniform"] = Field(
+        default="range",
+        description=(
+            "The broker's assignor under the consumer protocol: range deals every topic out over the members "
+            "(an equal share of each), uniform balances the count only."
+        ),
+    )
     consumer_options: dict[str, str | int | bool] = Field(
         default_factory=dict, description="librdkafka consumer options passed through as they are."
     )
@@ -97,8 +121,15 @@ class KafkaSettings(_Group):
     def _consumer_options(cls, v: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
         reserved = sorted(_RESERVED_CONSUMER_OPTIONS & v.keys())
         if reserved:
-            # The sink assigns partitions differently under a cooperative strategy: it must know which one runs.
-            hint = "; use kafka.assignment_strategy" if "partition.assignment.strategy" in reserved else ""
+            # The sink assigns partitions differently under a cooperative strategy or the consumer protocol:
+            # it must know which one runs.
+            settings = {
+                "partition.assignment.strategy": "kafka.assignment_strategy",
+                "group.protocol": "kafka.group_protocol",
+                "group.remote.assignor": "kafka.remote_assignor",
+            }
+            named = [settings[o] for o in reserved if o in settings]
+            hint = f"; use {', '.join(named)}" if named else ""
             raise ValueError(f"{', '.join(reserved)} is set by the sink itself and cannot be passed through{hint}")
         return _librdkafka_accepts("consumer", v)
 

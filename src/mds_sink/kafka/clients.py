@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
+import confluent_kafka
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # exported, not in stubs
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not in stubs
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 
 from mds_sink.config.settings import Settings
 from mds_sink.core.deadletter import DeadLetterRecord, dead_letter_topic
 from mds_sink.errors import BrokerUnavailable, StartupError, first_line
 
+log = logging.getLogger(__name__)
+
 # Dead letters are kept long enough for an operator to notice, fix and replay over a holiday.
 DLQ_RETENTION_MS = 14 * 24 * 3600 * 1000
 
 
-def consumer_config(settings: Settings) -> dict[str, Any]:
+GroupProtocol = Literal["consumer", "classic"]
+# librdkafka 2.12 is the first with the consumer group protocol generally available.
+_CONSUMER_PROTOCOL_LIBRDKAFKA = 0x020C0000
+
+
+def consumer_config(settings: Settings, protocol: GroupProtocol = "classic") -> dict[str, Any]:
     k = settings.kafka
+    if protocol == "consumer":
+        # The broker assigns; session timeout and heartbeat are its group's settings (librdkafka refuses them).
+        group: dict[str, Any] = {"group.protocol": "consumer", "group.remote.assignor": k.remote_assignor}
+    else:
+        group = {"partition.assignment.strategy": k.assignment_strategy, "session.timeout.ms": k.session_timeout_ms}
     return {
         "bootstrap.servers": k.bootstrap_servers,
         "group.id": k.group_id,
@@ -28,8 +48,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": k.assignment_strategy,
-        "session.timeout.ms": k.session_timeout_ms,
+        **group,
         "max.poll.interval.ms": k.max_poll_interval_ms,
         "fetch.min.bytes": 1,
         "fetch.wait.max.ms": 100,
@@ -187,3 +206,58 @@ def error_line(exc: BaseException) -> str:
     if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
         return str(exc.args[0].str())
     return first_line(exc)
+
+
+def group_protocol(settings: Settings, admin: AdminClient) -> GroupProtocol:
+    """The group protocol to join with: kafka.group_protocol, or for `auto` the consumer protocol where
+    the broker lists it in group.coordinator.rebalance.protocols (Kafka 4+; Redpanda and older Kafka do
+    not have the setting) and this librdkafka has it."""
+    wanted = settings.kafka.group_protocol
+    if wanted != "auto":
+        return wanted
+    if confluent_kafka.libversion()[1] < _CONSUMER_PROTOCOL_LIBRDKAFKA:
+        return "classic"
+    try:
+        brokers = admin.list_topics(timeout=10).brokers
+        resource = ConfigResource(ConfigResource.Type.BROKER, str(min(brokers)))
+        configs = admin.describe_configs([resource], request_timeout=10)[resource].result(timeout=15)
+    except Exception as exc:  # a broker that will not say: the protocol every broker has
+        log.info("group protocol: classic (the broker's protocols could not be read: %s)", first_line(exc))
+        return "classic"
+    entry = configs.get("group.coordinator.rebalance.protocols")
+    offered = {p.strip() for p in str(entry.value if entry is not None else "").split(",")}
+    return "consumer" if "consumer" in offered else "classic"
+
+
+# The broker's default heartbeat under the consumer protocol; a session needs about three of them.
+_HEARTBEAT_MS = 5_000
+
+
+def align_group_session(settings: Settings, admin: AdminClient) -> None:
+    """Under the consumer protocol the session timeout is the group's, set on the broker: give the group
+    kafka.session_timeout_ms (and a heartbeat a third of it, at most the default). Nothing is altered
+    where the group already has them, so the default needs no ALTER_CONFIGS right on the group; a broker
+    that refuses (below its minimum, or no right) keeps its own, and says so in the log."""
+    k = settings.kafka
+    wanted = {
+        "consumer.session.timeout.ms": str(k.session_timeout_ms),
+        "consumer.heartbeat.interval.ms": str(min(_HEARTBEAT_MS, k.session_timeout_ms // 3)),
+    }
+    try:
+        resource = ConfigResource(ConfigResource.Type.GROUP, k.group_id)
+        current = admin.describe_configs([resource], request_timeout=10)[resource].result(timeout=15)
+        changes = {name: value for name, value in wanted.items() if getattr(current.get(name), "value", None) != value}
+        if not changes:
+            return
+        entries = [
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET) for name, value in changes.items()
+        ]
+        altered = ConfigResource(ConfigResource.Type.GROUP, k.group_id, incremental_configs=entries)
+        admin.incremental_alter_configs([altered], request_timeout=10)[altered].result(timeout=15)
+        log.info("group %s: %s", k.group_id, ", ".join(f"{n}={v}" for n, v in sorted(changes.items())))
+    except Exception as exc:
+        log.warning(
+            "kafka.session_timeout_ms: the broker keeps group %s's own session timeout (%s)",
+            k.group_id,
+            first_line(exc),
+        )

@@ -13,7 +13,7 @@ from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import Message, TopicPartition
 
 from mds_sink.config.settings import Settings
-from mds_sink.kafka.clients import consumer_config
+from mds_sink.kafka.clients import GroupProtocol, consumer_config
 
 # librdkafka passes the consumer itself and the partitions concerned.
 RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
@@ -54,5 +54,5 @@ class Consumer(Protocol):
     def close(self) -> None: ...
 
 
-def open_consumer(settings: Settings) -> Consumer:
-    return KafkaConsumer(consumer_config(settings))
+def open_consumer(settings: Settings, protocol: GroupProtocol = "classic") -> Consumer:
+    return KafkaConsumer(consumer_config(settings, protocol))

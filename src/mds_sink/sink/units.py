@@ -43,9 +43,10 @@ def wire(
     publish: Callable[[], None],
     forget: Callable[[set[TopicPartition]], None] = lambda _tps: None,
     sleep: Callable[[float], None] = time.sleep,
+    protocol: str = "classic",
 ) -> Units:
     """`publish` replaces the status snapshot after a change; `forget` drops what the status reports of
-    partitions that moved away."""
+    partitions that moved away; `protocol` is the group protocol the consumer joined with."""
     owned = Ownership()
     pauses = Pauses(
         consumer, owned, batcher, flusher, max_buffered=settings.batching.max_buffered_records, publish=publish
@@ -60,7 +61,8 @@ def wire(
         batcher=batcher,
         flusher=flusher,
         state=state,
-        cooperative=settings.kafka.assignment_strategy == "cooperative-sticky",
+        # The consumer protocol is incremental like cooperative-sticky: only what moves is revoked or assigned.
+        cooperative=protocol == "consumer" or settings.kafka.assignment_strategy == "cooperative-sticky",
         claim_wait_s=settings.database.connect_timeout_s,
         drain_deadline_s=settings.shutdown_deadline_s,
         publish=publish,

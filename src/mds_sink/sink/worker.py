@@ -31,7 +31,14 @@ from mds_sink.core.validate import TenantSet
 from mds_sink.db.preflight import check_database
 from mds_sink.db.writer import Staged, Writer, database_pool
 from mds_sink.errors import StartupError
-from mds_sink.kafka.clients import DeadLetterProducer, admin_config, prepare_topics, producer_config
+from mds_sink.kafka.clients import (
+    DeadLetterProducer,
+    admin_config,
+    align_group_session,
+    group_protocol,
+    prepare_topics,
+    producer_config,
+)
 from mds_sink.kafka.consumer import open_consumer
 from mds_sink.sink.calendar_loader import preload
 from mds_sink.sink.continuity import Continuity
@@ -155,7 +162,10 @@ class Worker:
         )
         self._closing("flusher", self.flusher.close)
         self.probe = DatabaseProbe(s.database, self.state)
-        self.consumer = open_consumer(s)
+        self.protocol = group_protocol(s, self.admin)
+        if self.protocol == "consumer":
+            align_group_session(s, self.admin)
+        self.consumer = open_consumer(s, self.protocol)
         # Closing leaves the group; the revocation it runs drains only what may still settle.
         self._closing("consumer", self.consumer.close)
         self._wire_units()
@@ -189,6 +199,7 @@ class Worker:
             self.state,
             publish=self._publish,
             forget=self._forget,
+            protocol=self.protocol,
         )
         self.gauges = Gauges(
             self.state,
@@ -225,7 +236,12 @@ class Worker:
         if self.gaps is not None:
             self.gaps.start()
             self._closing("bar gaps", self.gaps.stop)
-        log.info("consuming %s as group %s", ", ".join(sorted(self._subscription())), self.settings.kafka.group_id)
+        log.info(
+            "consuming %s as group %s (%s group protocol)",
+            ", ".join(sorted(self._subscription())),
+            self.settings.kafka.group_id,
+            self.protocol,
+        )
 
     def _subscription(self) -> list[str]:
         if self.tenant_topics is None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from mds_sink.control.offsets import reset_group
 from tests.support import (
@@ -228,10 +229,12 @@ def test_two_sink_processes_one_stopped_midstream_lose_and_duplicate_nothing(tmp
         ]
 
 
-def test_two_sinks_in_one_group_each_get_an_equal_share_of_every_topic() -> None:
+@pytest.mark.parametrize("protocol", ["auto", "classic"])
+def test_two_sinks_in_one_group_each_get_an_equal_share_of_every_topic(protocol: str) -> None:
     # With cooperative-sticky one sink could hold every bars partition and the other every quotes
-    # partition: balanced in count, not in load. The default strategy deals each topic out in turn.
-    scenario = make_scenario(partitions=4, tables=["bars", "quotes"])
+    # partition: balanced in count, not in load. The defaults deal each topic out in turn: the broker's
+    # range assignor under the consumer protocol (which this broker offers), roundrobin under classic.
+    scenario = make_scenario(partitions=4, tables=["bars", "quotes"], kafka={"group_protocol": protocol})
     with running_sink(scenario.settings) as first, running_sink(scenario.settings) as second:
 
         def shares() -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
@@ -241,6 +244,7 @@ def test_two_sinks_in_one_group_each_get_an_equal_share_of_every_topic() -> None
             lambda: [len(s) for s in shares()] == [4, 4] and not set.intersection(*shares()),
             what="the two sinks holding four of the eight partitions each",
         )
+        assert {first.protocol, second.protocol} == {"consumer" if protocol == "auto" else "classic"}
         for share in shares():
             assert Counter(topic for topic, _ in share) == {scenario.topic("bars"): 2, scenario.topic("quotes"): 2}
 

@@ -7,6 +7,7 @@ import pytest
 
 from mds_sink.config.settings import load_settings
 from mds_sink.errors import SettingsError
+from mds_sink.kafka.clients import consumer_config
 
 
 def test_environment_sets_nested_groups(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,6 +131,29 @@ def test_the_assignment_strategy_is_a_setting_of_its_own(monkeypatch: pytest.Mon
     monkeypatch.setenv("MDS_SINK_KAFKA__ASSIGNMENT_STRATEGY", "sticky")
     with pytest.raises(SettingsError, match=r"kafka\.assignment_strategy"):
         load_settings()
+
+
+def test_the_group_protocol_is_a_setting_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    kafka = load_settings().kafka
+    assert (kafka.group_protocol, kafka.remote_assignor) == ("auto", "range")
+    monkeypatch.setenv("MDS_SINK_KAFKA__CONSUMER_OPTIONS", '{"group.protocol": "consumer"}')
+    with pytest.raises(SettingsError, match=r"group\.protocol is set by the sink itself .*use kafka\.group_protocol"):
+        load_settings()
+    monkeypatch.delenv("MDS_SINK_KAFKA__CONSUMER_OPTIONS")
+    monkeypatch.setenv("MDS_SINK_KAFKA__GROUP_PROTOCOL", "kip848")
+    with pytest.raises(SettingsError, match=r"kafka\.group_protocol"):
+        load_settings()
+
+
+def test_the_consumer_protocol_leaves_session_and_assignment_to_the_broker() -> None:
+    s = load_settings(kafka={"session_timeout_ms": 10_000, "assignment_strategy": "cooperative-sticky"})
+    classic = consumer_config(s)
+    assert classic["partition.assignment.strategy"] == "cooperative-sticky"
+    assert classic["session.timeout.ms"] == 10_000 and "group.protocol" not in classic
+    consumer = consumer_config(s, "consumer")
+    assert (consumer["group.protocol"], consumer["group.remote.assignor"]) == ("consumer", "range")
+    # librdkafka refuses both under the consumer protocol: the broker's group settings hold them.
+    assert "session.timeout.ms" not in consumer and "partition.assignment.strategy" not in consumer
 
 
 def test_config_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
