@@ -17,6 +17,7 @@ from mds_sink.client.reader import AsyncReader, BarRow, LatestPrice, Reader, as_
 from mds_sink.client.records import Bar, Quote
 from mds_sink.control import tenants
 from mds_sink.errors import QueryError
+from tests.control import cli
 from tests.support import SESSION_START, Scenario, drained, make_scenario, running_sink, wait_until
 from tests.throwaway import with_user
 
@@ -62,6 +63,9 @@ def world() -> Iterator[tuple[Scenario, str, str, str]]:
     with running_sink(scenario.settings) as worker:
         ends = scenario.end_offsets()
         wait_until(lambda: drained(worker, ends), timeout_s=60, what="the sink to commit every record")
+    # The 5m/1h/1d aggregates the bars_window test falls back to (idempotent: made once per database).
+    applied = cli(scenario.settings, "admin", "policies", "apply")
+    assert applied.exit_code == 0, applied.output
     roles_url = os.environ["MDS_SINK_DATABASE__ROLES_URL"]
     credential = tenants.create_reader(scenario.owner_url, roles_url, a)
     try:
