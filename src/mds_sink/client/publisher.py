@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,27 @@ __all__ = [
 ]
 
 _CHUNK = 1_000  # records prepared, then handed to the producer in one call
+
+
+def _chunks(core: PublisherCore, records: Iterable[Publishable]) -> Iterator[dict[str, list[Message]]]:
+    """The records prepared (checked, keyed, encoded), by topic, _CHUNK at a time. A record that fails
+    its check raises here after the chunk before it is handed out: those records are sent regardless."""
+    by_topic: dict[str, list[Message]] = {}
+    prepared = 0
+    try:
+        for record in records:
+            topic, message = core.message(record)
+            by_topic.setdefault(topic, []).append(message)
+            prepared += 1
+            if prepared == _CHUNK:
+                yield by_topic
+                by_topic, prepared = {}, 0
+    except BaseException:
+        if by_topic:
+            yield by_topic  # sent by the caller; the error is raised when it asks for the next chunk
+        raise
+    if by_topic:
+        yield by_topic
 
 
 def job(
@@ -94,18 +115,10 @@ class Publisher:
         or NotAcknowledged naming each that was not. The first invalid record raises (the ones before
         it are sent, and reported by `flush`)."""
         confirmation = Confirmation()
-        by_topic: dict[str, list[Message]] = {}
-        prepared = 0
         try:
-            for record in records:
-                topic, message = self.core.message(record)
-                by_topic.setdefault(topic, []).append(message)
-                prepared += 1
-                if prepared == _CHUNK:
-                    chunk, by_topic, prepared = by_topic, {}, 0
-                    send_blocking(self.core, chunk, confirmation)
+            for chunk in _chunks(self.core, records):
+                send_blocking(self.core, chunk, confirmation)
         finally:
-            send_blocking(self.core, by_topic, confirmation)
             confirmation.seal()
         return confirmation.future
 
@@ -178,19 +191,11 @@ class AsyncPublisher:
     async def publish_many(self, records: Iterable[Publishable]) -> asyncio.Future[Deliveries]:
         """As Publisher.publish_many; the loop gets a turn between each batch of records prepared."""
         confirmation = Confirmation()
-        by_topic: dict[str, list[Message]] = {}
-        prepared = 0
         try:
-            for record in records:
-                topic, message = self.core.message(record)
-                by_topic.setdefault(topic, []).append(message)
-                prepared += 1
-                if prepared == _CHUNK:
-                    chunk, by_topic, prepared = by_topic, {}, 0
-                    await send_awaiting(self.core, chunk, confirmation)
-                    await asyncio.sleep(0)
+            for chunk in _chunks(self.core, records):
+                await send_awaiting(self.core, chunk, confirmation)
+                await asyncio.sleep(0)
         finally:
-            await send_awaiting(self.core, by_topic, confirmation)
             confirmation.seal()
         return asyncio.wrap_future(confirmation.future)
 
