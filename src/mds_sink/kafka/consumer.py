@@ -1,7 +1,7 @@
 """The consumer as the sink uses it: the few calls of confluent_kafka.Consumer the worker makes.
 
 The worker's units (rebalance, commits, backpressure) talk to this protocol only, so that tests can
-hand them an in-memory consumer instead of a broker; `open_consumer` gives the real one.
+hand them an in-memory consumer instead of a broker; `open_group_consumer` gives the real one.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from typing import Any, Literal, Protocol
 
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from mds_sink.config.settings import Settings
-from mds_sink.kafka.clients import GroupProtocol, consumer_config
+from mds_sink.kafka.clients import GroupProtocol, align_group_session, consumer_config, group_protocol
 
 # librdkafka passes the consumer itself and the partitions concerned.
 RebalanceCallback = Callable[[Any, list[TopicPartition]], None]
@@ -56,3 +57,12 @@ class Consumer(Protocol):
 
 def open_consumer(settings: Settings, protocol: GroupProtocol = "classic") -> Consumer:
     return KafkaConsumer(consumer_config(settings, protocol))
+
+
+def open_group_consumer(settings: Settings, admin: AdminClient) -> tuple[Consumer, GroupProtocol]:
+    """The sink's consumer, with the group protocol it joins with (kafka.group_protocol; `auto` asks the
+    broker); under the consumer protocol the group gets kafka.session_timeout_ms first."""
+    protocol = group_protocol(settings, admin)
+    if protocol == "consumer":
+        align_group_session(settings, admin)
+    return open_consumer(settings, protocol), protocol

@@ -18,10 +18,11 @@ report the same series, and a series is looked up again at its next bar.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +30,14 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from mds_sink.config.continuity_settings import ContinuitySettings
+from mds_sink.config.settings import Settings
+from mds_sink.core.calendars import UnknownCalendar
 from mds_sink.core.continuity import Counted, OpenGap, Plan, Rules, Series, Tracker, by_tenant, gap_key
 from mds_sink.core.validate import Row
 from mds_sink.db import gaps as sql
 from mds_sink.db.sql import SET_TENANT
-from mds_sink.errors import first_line
+from mds_sink.db.writer import database_pool
+from mds_sink.errors import StartupError, first_line
 from mds_sink.metrics import (
     GAP_BACKFILLS,
     GAP_MINUTES,
@@ -43,6 +47,7 @@ from mds_sink.metrics import (
     SERIES,
     SERIES_WITH_GAP,
 )
+from mds_sink.sink.calendar_loader import preload
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +144,12 @@ class Continuity:
         self._thread = threading.Thread(target=self._run, name="mds-gaps", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Stop the timer, close the pool; never raises."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._pool.close()
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.check_every_s):
@@ -221,3 +228,23 @@ class Continuity:
         for tier in set(summary.series) | {self.settings.default_tier, *self.settings.tiers}:
             SERIES.labels(tier).set(summary.series.get(tier, 0))
             SERIES_WITH_GAP.labels(tier).set(summary.with_gap.get(tier, 0))
+
+
+def open_continuity(settings: Settings, tables: Iterable[str]) -> Continuity | None:
+    """Gap detection for a sink writing `tables`, if it writes bars and continuity.enabled; its calendars
+    built now (in a child process: the sink never imports pandas). An unknown calendar is a
+    StartupError naming its setting."""
+    if not settings.continuity.enabled or "bars" not in set(tables):
+        return None
+    try:
+        rules = settings.continuity.rules()
+        with contextlib.suppress(UnknownCalendar):  # check() below says which setting names it
+            preload(rules.calendar_names)
+        rules.check()  # every calendar is built by now
+    except UnknownCalendar as exc:
+        raise StartupError(f"invalid setting {exc}") from None
+    # A pool of its own: a flush waits on its lookups while holding a connection of the writer's
+    # pool, and the stager may hold another; sharing that pool could leave the lookup none.
+    pool = database_pool(settings.database, min_size=0, max_size=1, name="mds-sink-gaps")
+    pool.open()
+    return Continuity(settings.continuity, pool, rules)

@@ -24,24 +24,19 @@ from mds_sink.avro.codec import Decoder, SchemaSource, load_schema_file
 from mds_sink.avro.sources import open_schema_source
 from mds_sink.config.settings import Settings
 from mds_sink.core.batcher import Batcher, TableBatch, TopicPartition
-from mds_sink.core.calendars import UnknownCalendar
 from mds_sink.core.catalog import TABLES
 from mds_sink.core.tenancy import TenantTopics
 from mds_sink.core.validate import TenantSet
 from mds_sink.db.preflight import check_database
 from mds_sink.db.writer import Staged, Writer, database_pool
-from mds_sink.errors import StartupError
 from mds_sink.kafka.clients import (
     DeadLetterProducer,
     admin_config,
-    align_group_session,
-    group_protocol,
     prepare_topics,
     producer_config,
 )
-from mds_sink.kafka.consumer import open_consumer
-from mds_sink.sink.calendar_loader import preload
-from mds_sink.sink.continuity import Continuity
+from mds_sink.kafka.consumer import open_group_consumer
+from mds_sink.sink.continuity import open_continuity
 from mds_sink.sink.control import SinkState
 from mds_sink.sink.deadletters import DeadLetters, rejected
 from mds_sink.sink.flusher import Flusher
@@ -150,7 +145,9 @@ class Worker:
         producer = DeadLetterProducer(Producer(producer_config(s)))
         self._closing("dead-letter producer", producer.close)
         dead_letters = DeadLetters(producer, s, base_topic=self._base_topic if self.tenant_topics else None)
-        self.gaps = self._continuity()
+        self.gaps = open_continuity(s, self.tables)
+        if self.gaps is not None:
+            self._closing("bar gaps", self.gaps.close)
         self.flusher = Flusher(
             lambda b, ahead: settle(
                 b, self.writer, dead_letters.send, ahead=ahead, gaps=self.gaps if b.spec.name == "bars" else None
@@ -162,32 +159,10 @@ class Worker:
         )
         self._closing("flusher", self.flusher.close)
         self.probe = DatabaseProbe(s.database, self.state)
-        self.protocol = group_protocol(s, self.admin)
-        if self.protocol == "consumer":
-            align_group_session(s, self.admin)
-        self.consumer = open_consumer(s, self.protocol)
+        self.consumer, self.protocol = open_group_consumer(s, self.admin)
         # Closing leaves the group; the revocation it runs drains only what may still settle.
         self._closing("consumer", self.consumer.close)
         self._wire_units()
-
-    def _continuity(self) -> Continuity | None:
-        """Gap detection on the bars this sink writes (continuity.enabled), its calendars built now."""
-        s = self.settings
-        if not s.continuity.enabled or not any(spec.name == "bars" for spec in self.routes.values()):
-            return None
-        try:
-            rules = s.continuity.rules()
-            with contextlib.suppress(UnknownCalendar):  # check() below says which setting names it
-                preload(rules.calendar_names)  # in a child process: the sink never imports pandas
-            rules.check()  # every calendar is built by now: an unknown one stops the start
-        except UnknownCalendar as exc:
-            raise StartupError(f"invalid setting {exc}") from None
-        # A pool of its own: a flush waits on its lookups while holding a connection of the writer's
-        # pool, and the stager may hold another; sharing that pool could leave the lookup none.
-        pool = database_pool(s.database, min_size=0, max_size=1, name="mds-sink-gaps")
-        self._closing("gap pool", pool.close)
-        pool.open()
-        return Continuity(s.continuity, pool, rules)
 
     def _wire_units(self) -> None:
         units = self.units = wire(
@@ -235,7 +210,6 @@ class Worker:
         self._closing("database probe", self.probe.stop)
         if self.gaps is not None:
             self.gaps.start()
-            self._closing("bar gaps", self.gaps.stop)
         log.info(
             "consuming %s as group %s (%s group protocol)",
             ", ".join(sorted(self._subscription())),
