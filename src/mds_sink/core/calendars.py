@@ -36,7 +36,6 @@ INTRADAY_STEP_US = {
     "1h": 3_600 * _US,
     "4h": 14_400 * _US,
 }
-SESSION_TIMEFRAMES = ("1d", "1w")
 
 
 class UnknownCalendar(ValueError):

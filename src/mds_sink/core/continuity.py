@@ -78,9 +78,6 @@ class Plan:
     touched_states: list[SeriesState] = field(default_factory=list)  # whose newest bar this plan moves
     unknown: dict[Series, int] = field(default_factory=dict)  # series not in memory -> oldest bar
 
-    def __bool__(self) -> bool:
-        return bool(self.candidates or self.touched)
-
 
 def gap_key(series: Series, gap_from_us: int, gap_to_us: int) -> str:
     """The idempotency key of a gap's backfill job: the same gap always asks with the same key."""
@@ -190,10 +187,9 @@ class Tracker:
             del self.series[key]
             self.with_gaps.discard(key)
 
-    def forget(self, keep: Callable[[Series], bool]) -> None:
-        for key in [k for k in self.series if not keep(k)]:
-            del self.series[key]
-            self.with_gaps.discard(key)
+    def clear(self) -> None:
+        self.series.clear()
+        self.with_gaps.clear()
 
     # -- a batch ----------------------------------------------------------------------------------
     def plan(self, rows: Iterable[Row]) -> Plan:

@@ -10,10 +10,10 @@ the `bars` union view, so each lookup is one index scan of (tenant_id, symbol, t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import sql
 
@@ -35,6 +35,8 @@ def _us(ts: str) -> str:
 
 # timeframe -> the physical bars table it is stored in
 BAR_TABLE: dict[str, str] = {v: t.table for t in TABLES["bars"].physical for v in t.values}
+
+_T = TypeVar("_T")
 
 Statement = tuple[sql.SQL | sql.Composed, Mapping[str, Any]]
 
@@ -127,11 +129,12 @@ class Lookup:
     gaps: dict[Series, list[OpenGap]]
 
 
-def _by_table(series: Iterable[Series]) -> dict[str, list[Series]]:
-    out: dict[str, list[Series]] = {}
-    for key in series:
-        out.setdefault(BAR_TABLE[key[3]], []).append(key)
-    return out
+def _by_table(items: Iterable[_T], timeframe: Callable[[_T], str]) -> list[tuple[str, list[_T]]]:
+    """`items` grouped by the bars table of their timeframe, in table order."""
+    out: dict[str, list[_T]] = {}
+    for item in items:
+        out.setdefault(BAR_TABLE[timeframe(item)], []).append(item)
+    return sorted(out.items())
 
 
 def _bars(table: str) -> sql.Composable:
@@ -141,7 +144,7 @@ def _bars(table: str) -> sql.Composable:
 def lookup_statements(tenant: str, oldest: Mapping[Series, int]) -> list[Statement]:
     """Statements (under `tenant`'s context) whose rows `read_lookup` turns into a Lookup."""
     out: list[Statement] = []
-    for table, keys in sorted(_by_table(oldest).items()):
+    for table, keys in _by_table(oldest, lambda key: key[3]):
         params = _arrays(tenant, keys) | {"before": instants(oldest[k] for k in keys)}
         out.append((_LAST.format(bars=_bars(table)), params))
     out.append((sql.SQL(_OPEN_OF), _arrays(tenant, list(oldest))))
@@ -164,10 +167,7 @@ def read_lookup(tenant: str, results: Sequence[list[tuple[Any, ...]]]) -> Lookup
 
 def open_statements(tenant: str, candidates: Sequence[Gap]) -> list[Statement]:
     out: list[Statement] = []
-    by_table: dict[str, list[Gap]] = {}
-    for gap in candidates:
-        by_table.setdefault(BAR_TABLE[gap.series[3]], []).append(gap)
-    for table, gaps in sorted(by_table.items()):
+    for table, gaps in _by_table(candidates, lambda gap: gap.series[3]):
         params = _arrays(tenant, [g.series for g in gaps]) | {
             "froms": instants(g.gap_from_us for g in gaps),
             "tos": instants(g.gap_to_us for g in gaps),
@@ -187,18 +187,10 @@ def read_opened(tenant: str, rows: Iterable[tuple[Any, ...]]) -> list[tuple[Seri
 
 def recount_statements(tenant: str, gaps: Iterable[tuple[str, str, str, int]]) -> list[Statement]:
     """Re-count open gaps, given as (vendor, symbol, timeframe, gap_from µs)."""
-    by_table: dict[str, list[tuple[str, str, str, int]]] = {}
-    for gap in gaps:
-        by_table.setdefault(BAR_TABLE[gap[2]], []).append(gap)
     out: list[Statement] = []
-    for table, keys in sorted(by_table.items()):
-        params = {
-            "tenant": tenant,
-            "vendors": [k[0] for k in keys],
-            "symbols": [k[1] for k in keys],
-            "timeframes": [k[2] for k in keys],
-            "froms": instants(k[3] for k in keys),
-        }
+    for table, keys in _by_table(gaps, lambda gap: gap[2]):
+        series = [(tenant, vendor, symbol, timeframe) for vendor, symbol, timeframe, _ in keys]
+        params = _arrays(tenant, series) | {"froms": instants(k[3] for k in keys)}
         out.append((_RECOUNT.format(bars=_bars(table)), params))
     return out
 
@@ -220,11 +212,7 @@ def request_params(
     tenant: str, gaps: Sequence[tuple[Series, int, str]], *, job_type: str, priority: int
 ) -> dict[str, Any]:
     """REQUEST's parameters for `gaps`: (series, gap_from µs, idempotency key)."""
-    return {
-        "tenant": tenant,
-        "vendors": [g[0][1] for g in gaps],
-        "symbols": [g[0][2] for g in gaps],
-        "timeframes": [g[0][3] for g in gaps],
+    return _arrays(tenant, [g[0] for g in gaps]) | {
         "froms": instants(g[1] for g in gaps),
         "keys": [g[2] for g in gaps],
         "job_type": job_type,

@@ -161,7 +161,7 @@ class Continuity:
     def forget(self) -> None:
         """Partitions moved: start over (the series are looked up again at their next bar)."""
         with self._lock:
-            self.tracker.forget(lambda _key: False)
+            self.tracker.clear()
         self.publish()
 
     def tick(self, now: float | None = None) -> int:
