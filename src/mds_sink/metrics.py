@@ -49,7 +49,8 @@ BATCH_BYTES = Histogram(
 )
 FLUSH_SECONDS = Histogram(
     "mds_sink_flush_duration_seconds",
-    "Time spent per flush stage: decode (per consumed chunk), copy, upsert, commit (Kafka offsets).",
+    "Time spent per flush stage: decode (per consumed chunk), copy, upsert, commit (Kafka offsets), "
+    "gap_lookup (bar series new to this process, looked up for gap detection).",
     ["stage"],
     buckets=_SECONDS_BUCKETS,
     registry=REGISTRY,
@@ -152,7 +153,7 @@ SERIES_WITH_GAP = Gauge(
 )
 
 
-FLUSH_STAGES = ("decode", "copy", "upsert", "commit")
+FLUSH_STAGES = ("decode", "copy", "upsert", "commit", "gap_lookup")
 COMMIT_RESULTS = ("ok", "failed")
 REBALANCE_KINDS = ("assign", "revoke", "lost")
 POOL_STATES = ("in_use", "idle", "waiting")

@@ -77,6 +77,8 @@ class Plan:
     number: int = 0
     touched_states: list[SeriesState] = field(default_factory=list)  # whose newest bar this plan moves
     unknown: dict[Series, int] = field(default_factory=dict)  # series not in memory -> oldest bar
+    unknown_rows: list[Row] = field(default_factory=list)  # their rows, in batch order (Tracker.resume)
+    holes: dict[Series, list[Gap]] = field(default_factory=dict)
 
 
 def gap_key(series: Series, gap_from_us: int, gap_to_us: int) -> str:
@@ -196,12 +198,24 @@ class Tracker:
         """The batch's holes and the open gaps it touches; the tracker is left as it was.
 
         Series not in memory are skipped and listed in `plan.unknown` (with their oldest bar of the
-        batch): look them up, `adopt` them, and plan again.
+        batch) and their rows in `plan.unknown_rows`: look them up, `adopt` them, and `resume` the plan.
         """
         self._plans += 1
         plan = Plan(number=self._plans)
-        number, moved, unknown = plan.number, plan.touched_states, plan.unknown
-        holes: dict[Series, list[Gap]] = {}
+        self._plan_rows(plan, rows)
+        return plan
+
+    def resume(self, plan: Plan) -> Plan:
+        """`plan` with the rows of the series adopted since it was made: the same plan as planning the
+        whole batch again, at the cost of those rows only (series are planned independently, and each
+        series' rows keep their batch order). Series still unknown stay in `plan.unknown`."""
+        rows, plan.unknown, plan.unknown_rows = plan.unknown_rows, {}, []
+        self._plan_rows(plan, rows)
+        return plan
+
+    def _plan_rows(self, plan: Plan, rows: Iterable[Row]) -> None:
+        number, moved, unknown, unknown_rows = plan.number, plan.touched_states, plan.unknown, plan.unknown_rows
+        holes = plan.holes
         state_of = self.series.get
         # One dictionary lookup a row: the plan's newest bar per series is kept on the series' state,
         # valid for this plan's number only (a plan that never commits leaves nothing behind).
@@ -212,6 +226,7 @@ class Tracker:
             if state is None:
                 if ts < unknown.get(key, ts + 1):
                     unknown[key] = ts
+                unknown_rows.append(row)
                 continue
             step = state.step_us
             if not step:
@@ -229,7 +244,6 @@ class Tracker:
             elif ts < last:
                 self._late(plan, holes, key, state, ts)
         plan.candidates = [gap for found in holes.values() for gap in found]
-        return plan
 
     @staticmethod
     def _hole(holes: dict[Series, list[Gap]], key: Series, calendar: Sessions, before: int, after: int) -> None:

@@ -39,6 +39,7 @@ from mds_sink.db.sql import SET_TENANT
 from mds_sink.db.writer import database_pool
 from mds_sink.errors import StartupError, first_line
 from mds_sink.metrics import (
+    FLUSH_SECONDS,
     GAP_BACKFILLS,
     GAP_MINUTES,
     GAPS_CLOSED,
@@ -86,10 +87,10 @@ class Continuity:
         """Look up new series and plan the batch. Raises psycopg errors (the flush retries them)."""
         with self._lock:
             plan = self.tracker.plan(rows)
-        if plan.unknown:  # at start and after a rebalance: look them up, and plan the batch again
+        if plan.unknown:  # at start and after a rebalance: look them up, and plan their rows
             self._adopt(plan.unknown)
             with self._lock:
-                plan = self.tracker.plan(rows)
+                plan = self.tracker.resume(plan)
         statements: Statements = {}
         opens: dict[str, int] = {}
         for tenant, found in by_tenant(plan.candidates).items():
@@ -120,6 +121,7 @@ class Continuity:
                 GAPS_CLOSED.labels(c.series[3]).inc()
 
     def _adopt(self, oldest: dict[Series, int]) -> None:
+        started = time.perf_counter()
         grouped: dict[str, dict[Series, int]] = {}
         for key, ts in oldest.items():
             grouped.setdefault(key[0], {})[key] = ts
@@ -133,6 +135,7 @@ class Continuity:
                     statements = sql.lookup_statements(tenant, series)
                     asked.append((tenant, [conn.execute(statement, params) for statement, params in statements]))
             found = [sql.read_lookup(tenant, [c.fetchall() for c in cursors]) for tenant, cursors in asked]
+        FLUSH_SECONDS.labels("gap_lookup").observe(time.perf_counter() - started)
         with self._lock:
             for lookup in found:
                 for key, last in lookup.last.items():

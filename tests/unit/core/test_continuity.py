@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -29,9 +29,10 @@ def tracker(**settings: object) -> Tracker:
 
 def detect(t: Tracker, rows: Sequence[tuple[object, ...]], last: str | None = None) -> list[Gap]:
     """Plan a batch after the series' previous bar `last` (None: the series' first bar)."""
-    for key in t.plan(rows).unknown:
-        t.adopt(key, None if last is None else us(last), [])
     plan = t.plan(rows)
+    for key in plan.unknown:
+        t.adopt(key, None if last is None else us(last), [])
+    plan = t.resume(plan)
     t.apply(plan, [], [])
     return plan.candidates
 
@@ -150,6 +151,44 @@ def test_a_plan_changes_nothing_until_applied() -> None:
     assert spans(t.plan([row("2026-11-30T15:04")]).candidates) == spans(plan.candidates)
 
 
+def test_resuming_a_plan_after_a_lookup_equals_planning_the_batch_again() -> None:
+    # Two series known (one with an open gap a late bar falls in), two new ones; holes and bars out of
+    # order in all four, interleaved as a batch has them.
+    def world() -> Tracker:
+        t = tracker()
+        t.adopt((T, "polygon", "AAPL", "1m"), us("2026-11-30T15:00"), [])
+        gap = OpenGap(us("2026-11-30T14:50"), us("2026-11-30T14:55"), 5, 5, 0.0, False)
+        t.adopt((T, "polygon", "MSFT", "1m"), us("2026-11-30T15:00"), [gap])
+        return t
+
+    def at(minute: int) -> str:  # minutes after 15:00 (before it, negative)
+        return (datetime(2026, 11, 30, 15, tzinfo=UTC) + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M")
+
+    minutes = {"AAPL": (3, 1, 7), "MSFT": (2, -8, 6), "NVDA": (0, 4, 2), "TSLA": (1, 9, 5)}
+    batch = [row(at(ms[i]), symbol) for i in range(3) for symbol, ms in minutes.items()]
+    new = {(T, "polygon", s, "1m"): us(at(-2)) for s in ("NVDA", "TSLA")}
+
+    resumed = world()
+    plan = resumed.plan(batch)
+    assert plan.unknown == {k: us(at(min(minutes[k[2]]))) for k in new}
+    assert plan.unknown_rows == [r for r in batch if r[3] in ("NVDA", "TSLA")]
+    for key, last in new.items():
+        resumed.adopt(key, last, [])
+    plan = resumed.resume(plan)
+    assert plan.unknown == {} and plan.unknown_rows == []
+
+    again = world()
+    for key, last in new.items():
+        again.adopt(key, last, [])
+    whole = again.plan(batch)
+
+    assert sorted(spans(plan.candidates)) == sorted(spans(whole.candidates)) != []
+    assert plan.touched == whole.touched == {T: {("polygon", "MSFT", "1m", us("2026-11-30T14:50"))}}
+    resumed.apply(plan, [], [])
+    again.apply(whole, [], [])
+    assert {k: s.last_us for k, s in resumed.series.items()} == {k: s.last_us for k, s in again.series.items()}
+
+
 def test_unwatched_timeframes_and_the_gap_key() -> None:
     t = tracker(timeframes=["1d"])
     assert detect(t, [row("2026-11-30T15:00"), row("2026-11-30T15:09")]) == []
@@ -177,8 +216,10 @@ def test_tiers_and_the_summary() -> None:
 def test_memory_is_bounded() -> None:
     t = tracker(max_series=100)
     rows = [row("2026-11-30T15:00", f"S{i}") for i in range(250)]
-    for key in t.plan(rows).unknown:
+    plan = t.plan(rows)
+    for key in plan.unknown:
         t.adopt(key, None, [])
     assert len(t.series) <= 100
     assert (T, "polygon", "S249", "1m") in t.series  # the newest stay
-    assert t.plan(rows).candidates == []  # rows of series evicted meanwhile are skipped, not an error
+    # Rows of series evicted meanwhile are skipped, not an error, and stay unknown.
+    assert t.resume(plan).candidates == [] and len(plan.unknown) == 250 - len(t.series)
