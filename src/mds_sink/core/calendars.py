@@ -38,6 +38,11 @@ INTRADAY_STEP_US = {
 }
 
 
+def step_us(timeframe: str) -> int:
+    """The nominal distance of back-to-back bars (a session-based timeframe's is a day or a week)."""
+    return INTRADAY_STEP_US.get(timeframe) or (7 * _DAY_US if timeframe == "1w" else _DAY_US)
+
+
 class UnknownCalendar(ValueError):
     """A calendar name exchange_calendars does not know."""
 
@@ -90,8 +95,7 @@ class Sessions:
         raise ValueError(f"no bar step for timeframe {timeframe!r}")
 
     def step_us(self, timeframe: str) -> int:
-        """The nominal distance of back-to-back bars (a session-based timeframe's is a day or a week)."""
-        return INTRADAY_STEP_US.get(timeframe) or (7 * _DAY_US if timeframe == "1w" else _DAY_US)
+        return step_us(timeframe)
 
 
 _NAT = -(2**63)  # NaT as an int64 (a session without a break has NaT for it)

@@ -17,10 +17,12 @@ from typing import Any, TypeVar
 
 from psycopg import sql
 
+from mds_sink.core.calendars import step_us
 from mds_sink.core.catalog import TABLES
 from mds_sink.core.continuity import Counted, Gap, OpenGap, Series
 
 _EPOCH_DT = datetime(1970, 1, 1, tzinfo=UTC)
+_FIRST_US = -62_135_510_400_000_000  # 0001-01-02: a window reaching further back starts there
 
 
 def instants(values_us: Iterable[int]) -> list[datetime]:
@@ -40,13 +42,37 @@ _T = TypeVar("_T")
 
 Statement = tuple[sql.SQL | sql.Composed, Mapping[str, Any]]
 
-# The series' newest bar before the batch's oldest (NULL: none), one row per series asked.
+# The series' newest bar before the batch's oldest (NULL: none), one row per series asked. Through
+# tenant_view's security barrier `ORDER BY ts DESC LIMIT 1` is not answered from the index: the view is
+# planned on its own and every bar of the series before the time would be read and sorted (months of
+# minute bars). So the bar is looked for in windows growing back from the batch, the first that holds
+# one answering (COALESCE evaluates no further): a series whose last bar is d bars back costs at most
+# LOOKUP_GROWTH * d bars read, and only one silent for longer than every window reads its history.
+LOOKUP_GROWTH = 16
+LOOKUP_WINDOWS = 4  # 16, 256, 4,096 and 65,536 bars back (45 days of minute bars)
+
+
+def _window(n: int) -> str:
+    return (
+        "(SELECT max(b.ts) FROM {bars} b WHERE b.tenant_id = %(tenant)s AND b.vendor = s.vendor "
+        f"AND b.symbol = s.symbol AND b.timeframe = s.timeframe AND b.ts >= s.w{n} AND b.ts < s.before)"
+    )
+
+
 _LAST = sql.SQL(
-    "SELECT s.vendor, s.symbol, s.timeframe, (SELECT " + _us("b.ts") + " FROM {bars} b "
-    "WHERE b.tenant_id = %(tenant)s AND b.vendor = s.vendor AND b.symbol = s.symbol AND b.timeframe = s.timeframe "
-    "AND b.ts < s.before ORDER BY b.ts DESC LIMIT 1) "
-    "FROM unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], %(before)s::timestamptz[]) "
-    "AS s(vendor, symbol, timeframe, before)"
+    "SELECT s.vendor, s.symbol, s.timeframe, "
+    + _us(
+        "COALESCE("
+        + ", ".join(_window(n) for n in range(LOOKUP_WINDOWS))
+        + ", (SELECT b.ts FROM {bars} b WHERE b.tenant_id = %(tenant)s AND b.vendor = s.vendor "
+        f"AND b.symbol = s.symbol AND b.timeframe = s.timeframe AND b.ts < s.w{LOOKUP_WINDOWS - 1} "
+        "ORDER BY b.ts DESC LIMIT 1))"
+    )
+    + " FROM unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], %(before)s::timestamptz[], "
+    + ", ".join(f"%(w{n})s::timestamptz[]" for n in range(LOOKUP_WINDOWS))
+    + ") AS s(vendor, symbol, timeframe, before, "
+    + ", ".join(f"w{n}" for n in range(LOOKUP_WINDOWS))
+    + ")"
 )
 
 _OPEN_OF = (
@@ -146,6 +172,9 @@ def lookup_statements(tenant: str, oldest: Mapping[Series, int]) -> list[Stateme
     out: list[Statement] = []
     for table, keys in _by_table(oldest, lambda key: key[3]):
         params = _arrays(tenant, keys) | {"before": instants(oldest[k] for k in keys)}
+        for n in range(LOOKUP_WINDOWS):
+            back = LOOKUP_GROWTH ** (n + 1)
+            params[f"w{n}"] = instants(max(_FIRST_US, oldest[k] - back * step_us(k[3])) for k in keys)
         out.append((_LAST.format(bars=_bars(table)), params))
     out.append((sql.SQL(_OPEN_OF), _arrays(tenant, list(oldest))))
     return out

@@ -8,7 +8,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+
 from mds_sink.control.offsets import reset_group
+from mds_sink.db import gaps as sql
+from mds_sink.db.sql import SET_TENANT
 from mds_sink.db.writer import database_pool
 from mds_sink.metrics import REGISTRY
 from mds_sink.sink.continuity import Continuity
@@ -209,3 +213,42 @@ def row_of(record: dict[str, Any]) -> tuple[Any, ...]:
     """A bar record as the sink stages it (core/tables.py BARS): ts in µs first, then the series."""
     ts_us = int(datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp() * 1_000_000)
     return (ts_us, record["tenant_id"], record["vendor"], record["symbol"], record["timeframe"])
+
+
+def test_a_new_series_is_looked_up_with_one_bar_read_whatever_its_history() -> None:
+    """At start and after a rebalance each series is looked up: its newest bar before the batch. That
+    must be one index probe, not a read of the series' whole history (months of minute bars)."""
+    scenario = make_scenario(partitions=1, tables=["bars"])
+    tenant = scenario.add_tenant("history")
+    history = {"AAPL": 3000, "MSFT": 1500}
+    with psycopg.connect(scenario.owner_url) as conn, conn.transaction():
+        conn.execute(SET_TENANT, (tenant,))
+        for symbol, count in history.items():
+            conn.execute(
+                "INSERT INTO bars_minute (ts, tenant_id, vendor, symbol, timeframe, open, high, low, close, volume, "
+                "revision) SELECT timestamptz '2025-11-01 00:00Z' + n * interval '1 minute', %s, 'polygon', %s, '1m', "
+                "1, 1, 1, 1, 1, 0 FROM generate_series(0, %s - 1) n",
+                (tenant, symbol, count),
+            )
+    first, minute = int(at("2025-11-01T00:00").timestamp()) * 1_000_000, 60_000_000
+    # A restart: the batch goes on 1 and 3 bars after the newest stored ones; NVDA has none.
+    back = {"AAPL": 1, "MSFT": 3, "NVDA": 1}
+    newest = {s: first + (n - 1) * minute for s, n in history.items()}
+    asked = {(tenant, "polygon", s, "1m"): newest.get(s, first) + d * minute for s, d in back.items()}
+    with psycopg.connect(scenario.writer_url) as conn, conn.transaction():
+        conn.execute(SET_TENANT, (tenant,))
+        found = sql.read_lookup(
+            tenant, [conn.execute(s, p).fetchall() for s, p in sql.lookup_statements(tenant, asked)]
+        )
+        stats = conn.execute(
+            "SELECT coalesce(sum(coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0)), 0) "
+            "FROM pg_stat_xact_user_tables WHERE relname = 'bars_minute'"
+        ).fetchone()
+    assert found.last == {
+        (tenant, "polygon", "AAPL", "1m"): newest["AAPL"],
+        (tenant, "polygon", "MSFT", "1m"): newest["MSFT"],
+        (tenant, "polygon", "NVDA", "1m"): None,
+    }
+    # Bars near the batch, at most LOOKUP_GROWTH per bar back; never the 4,500 of their history.
+    bound = sql.LOOKUP_GROWTH * (back["AAPL"] + back["MSFT"])
+    assert stats is not None and stats[0] <= bound, f"{stats[0]} bars read to look up {len(asked)} series"
