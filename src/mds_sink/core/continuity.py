@@ -205,6 +205,18 @@ class Tracker:
         self._plan_rows(plan, rows)
         return plan
 
+    def unknown(self, rows: Iterable[Row]) -> dict[Series, int]:
+        """The series of `rows` not in memory, with their oldest bar of the batch (as `plan.unknown`)."""
+        known = self.series
+        out: dict[Series, int] = {}
+        for row in rows:
+            key: Series = row[TENANT:_SERIES_END]  # type: ignore[assignment]
+            if key not in known:
+                ts: int = row[TS]  # type: ignore[assignment]
+                if ts < out.get(key, ts + 1):
+                    out[key] = ts
+        return out
+
     def resume(self, plan: Plan) -> Plan:
         """`plan` with the rows of the series adopted since it was made: the same plan as planning the
         whole batch again, at the cost of those rows only (series are planned independently, and each

@@ -62,11 +62,13 @@ def _window(n: int) -> str:
 _LAST = sql.SQL(
     "SELECT s.vendor, s.symbol, s.timeframe, "
     + _us(
-        "COALESCE("
+        # A series with no bar before the batch (new, or a fresh table) costs one probe, not five.
+        "CASE WHEN EXISTS (SELECT 1 FROM {bars} b WHERE b.tenant_id = %(tenant)s AND b.vendor = s.vendor "
+        "AND b.symbol = s.symbol AND b.timeframe = s.timeframe AND b.ts < s.before) THEN COALESCE("
         + ", ".join(_window(n) for n in range(LOOKUP_WINDOWS))
         + ", (SELECT b.ts FROM {bars} b WHERE b.tenant_id = %(tenant)s AND b.vendor = s.vendor "
         f"AND b.symbol = s.symbol AND b.timeframe = s.timeframe AND b.ts < s.w{LOOKUP_WINDOWS - 1} "
-        "ORDER BY b.ts DESC LIMIT 1))"
+        "ORDER BY b.ts DESC LIMIT 1)) END"
     )
     + " FROM unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], %(before)s::timestamptz[], "
     + ", ".join(f"%(w{n})s::timestamptz[]" for n in range(LOOKUP_WINDOWS))

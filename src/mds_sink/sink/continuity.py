@@ -77,24 +77,55 @@ class Continuity:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reported: set[tuple[str, str]] = set()
+        # Series looked up ahead on the stager thread, by the id of their batch's first row: (that row,
+        # the generation they were read in, what was found). A rebalance moves the generation on.
+        self._ahead: dict[int, tuple[Row, int, list[sql.Lookup]]] = {}
+        self._generation = 0
+        self._cold = True  # series new to the tracker are coming (at start, after a rebalance)
         for timeframe in settings.timeframes:  # at zero from the start: a rate over them is 0, not "no data"
             GAPS_OPENED.labels(timeframe)
             GAPS_CLOSED.labels(timeframe)
             GAP_BACKFILLS.labels(timeframe)
 
     # -- in the flush -----------------------------------------------------------------------------
+    def look_ahead(self, rows: Sequence[Row]) -> None:
+        """On the stager thread, while the batch before is written: look up the series of this batch new
+        to the tracker, for its `prepare` to adopt (the flush then need not wait on the lookup). Only while
+        series are new (at start, after a rebalance); never raises (the flush looks up what is missing)."""
+        if not rows or not self._cold:
+            return
+        try:
+            with self._lock:
+                unknown, generation = self.tracker.unknown(rows), self._generation
+            if unknown:
+                found = self._lookup(unknown)
+                with self._lock:
+                    self._ahead[id(rows[0])] = (rows[0], generation, found)
+                    while len(self._ahead) > 2:  # a batch whose flush never came (its partitions went)
+                        del self._ahead[next(iter(self._ahead))]
+        except Exception as exc:
+            log.debug("bar gaps: looking series up ahead failed: %s", first_line(exc))
+
     def prepare(self, rows: Sequence[Row]) -> Pending:
         """Look up new series and plan the batch. Raises psycopg errors (the flush retries them)."""
         with self._lock:
+            adopted = 0
+            # Looked up for these very rows (not the batch after them, staged meanwhile), and no
+            # rebalance since (whose series start over).
+            ahead = self._ahead.pop(id(rows[0]), None) if rows else None
+            if ahead is not None and ahead[0] is rows[0] and ahead[1] == self._generation:
+                adopted = self._take(ahead[2])
             plan = self.tracker.plan(rows)
+            self._cold = bool(adopted or plan.unknown)
         if plan.unknown:  # at start and after a rebalance: look them up, and plan their rows
-            self._adopt(plan.unknown)
+            found = self._lookup(plan.unknown)
             with self._lock:
+                self._take(found)
                 plan = self.tracker.resume(plan)
         statements: Statements = {}
         opens: dict[str, int] = {}
-        for tenant, found in by_tenant(plan.candidates).items():
-            statements[tenant] = sql.open_statements(tenant, found)
+        for tenant, candidates in by_tenant(plan.candidates).items():
+            statements[tenant] = sql.open_statements(tenant, candidates)
             opens[tenant] = len(statements[tenant])
         touched = {tenant: sorted(keys) for tenant, keys in plan.touched.items()}
         for tenant, keys in touched.items():
@@ -120,14 +151,14 @@ class Continuity:
             if c.closed:
                 GAPS_CLOSED.labels(c.series[3]).inc()
 
-    def _adopt(self, oldest: dict[Series, int]) -> None:
+    def _lookup(self, oldest: dict[Series, int]) -> list[sql.Lookup]:
+        """What the database knows of these series: their newest bar before `oldest`, their open gaps."""
         started = time.perf_counter()
         grouped: dict[str, dict[Series, int]] = {}
         for key, ts in oldest.items():
             grouped.setdefault(key[0], {})[key] = ts
         asked: list[tuple[str, list[psycopg.Cursor[Any]]]] = []
-        # One round trip for every tenant's lookups: the flush waits on it (at start, and after a
-        # rebalance, once per partition's series), and the database is busy with the writes meanwhile.
+        # One round trip for every tenant's lookups; the database is busy with the writes meanwhile.
         with self._pool.connection() as conn, conn.transaction():
             with conn.pipeline():
                 for tenant, series in sorted(grouped.items()):
@@ -136,11 +167,17 @@ class Continuity:
                     asked.append((tenant, [conn.execute(statement, params) for statement, params in statements]))
             found = [sql.read_lookup(tenant, [c.fetchall() for c in cursors]) for tenant, cursors in asked]
         FLUSH_SECONDS.labels("gap_lookup").observe(time.perf_counter() - started)
-        with self._lock:
-            for lookup in found:
-                for key, last in lookup.last.items():
-                    if key not in self.tracker.series:
-                        self.tracker.adopt(key, last, lookup.gaps.get(key, []))
+        return found
+
+    def _take(self, found: list[sql.Lookup]) -> int:
+        """Adopt the series looked up that the tracker does not hold yet (under the lock)."""
+        adopted = 0
+        for lookup in found:
+            for key, last in lookup.last.items():
+                if key not in self.tracker.series:
+                    self.tracker.adopt(key, last, lookup.gaps.get(key, []))
+                    adopted += 1
+        return adopted
 
     # -- on the timer -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -165,6 +202,9 @@ class Continuity:
         """Partitions moved: start over (the series are looked up again at their next bar)."""
         with self._lock:
             self.tracker.clear()
+            self._generation += 1
+            self._ahead.clear()
+            self._cold = True
         self.publish()
 
     def tick(self, now: float | None = None) -> int:
@@ -247,7 +287,8 @@ def open_continuity(settings: Settings, tables: Iterable[str]) -> Continuity | N
     except UnknownCalendar as exc:
         raise StartupError(f"invalid setting {exc}") from None
     # A pool of its own: a flush waits on its lookups while holding a connection of the writer's
-    # pool, and the stager may hold another; sharing that pool could leave the lookup none.
-    pool = database_pool(settings.database, min_size=0, max_size=1, name="mds-sink-gaps")
+    # pool, and the stager may hold another; sharing that pool could leave the lookup none. Two: the
+    # stager's lookups ahead never keep the flush's (or the timer's) waiting.
+    pool = database_pool(settings.database, min_size=0, max_size=2, name="mds-sink-gaps")
     pool.open()
     return Continuity(settings.continuity, pool, rules)

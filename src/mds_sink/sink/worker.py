@@ -199,7 +199,11 @@ class Worker:
 
     def _stage_ahead(self, batch: TableBatch) -> Staged:
         """On the stager thread: the batch's transaction begun and its rows COPYed, while the one before is written."""
-        return self.writer.stage(batch.spec, [row for row, _ in batch.rows.values()])
+        rows = [row for row, _ in batch.rows.values()]
+        staged = self.writer.stage(batch.spec, rows)
+        if self.gaps is not None and batch.spec.name == "bars":
+            self.gaps.look_ahead(rows)
+        return staged
 
     def start(self) -> None:
         """Join the group (the side port is bound by now) and start the helper threads."""

@@ -252,3 +252,52 @@ def test_a_new_series_is_looked_up_with_one_bar_read_whatever_its_history() -> N
     # Bars near the batch, at most LOOKUP_GROWTH per bar back; never the 4,500 of their history.
     bound = sql.LOOKUP_GROWTH * (back["AAPL"] + back["MSFT"])
     assert stats is not None and stats[0] <= bound, f"{stats[0]} bars read to look up {len(asked)} series"
+
+
+def test_series_looked_up_ahead_spare_the_flush_its_lookup_unless_a_rebalance_came_between() -> None:
+    scenario = make_scenario(partitions=1, tables=["bars"])
+    tenant = scenario.add_tenant("ahead")
+    with running_sink(scenario.settings) as worker:
+        scenario.produce("bars", [bar(tenant, s, m) for s in ("AAPL", "MSFT") for m in (0, 1)])
+        ends = scenario.end_offsets()
+        wait_until(lambda: drained(worker, ends), what="the first bars committed")
+
+    def lookups() -> float:
+        return gauge("mds_sink_flush_duration_seconds_count", stage="gap_lookup") or 0.0
+
+    pool = database_pool(scenario.settings.database, min_size=1, max_size=2, name="ahead")
+    pool.open(wait=True)
+    try:
+        member = Continuity(scenario.settings.continuity, pool)
+        batch = [row_of(bar(tenant, "AAPL", 5)), row_of(bar(tenant, "MSFT", 2))]
+        member.look_ahead(batch)
+        member.look_ahead([row_of(bar(tenant, "NVDA", 0))])  # the batch after it, staged meanwhile
+        before = lookups()
+        # Not this batch's: it is looked up in the flush, and the one after keeps its own.
+        other = member.prepare([row_of(bar(tenant, "AMD", 0))])
+        assert lookups() == before + 1 and other.plan.candidates == []
+        plan = member.prepare(batch).plan
+        assert lookups() == before + 1  # nothing asked in this flush
+        assert spans_of(plan) == [("AAPL", at("2025-11-20T15:02"), at("2025-11-20T15:05"), 3)]
+
+        # After a rebalance, what was looked up before it is not used: it is asked again.
+        member.forget()
+        member.look_ahead(batch)
+        member.forget()
+        plan = member.prepare(batch).plan
+        assert lookups() == before + 3
+        assert spans_of(plan) == [("AAPL", at("2025-11-20T15:02"), at("2025-11-20T15:05"), 3)]
+    finally:
+        pool.close()
+
+
+def spans_of(plan: Any) -> list[tuple[str, datetime, datetime, int]]:
+    return [
+        (
+            g.series[2],
+            datetime.fromtimestamp(g.gap_from_us / 1e6, UTC),
+            datetime.fromtimestamp(g.gap_to_us / 1e6, UTC),
+            g.missing,
+        )
+        for g in plan.candidates
+    ]
