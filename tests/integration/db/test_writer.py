@@ -8,7 +8,7 @@ import pytest
 
 from mds_sink.core.batcher import DeadLetter, Source, TableBatch
 from mds_sink.core.tables import BARS
-from mds_sink.db.writer import Writer
+from mds_sink.db.writer import Writer, database_pool
 from mds_sink.sink.pipeline import settle
 from tests.control import MINUTE, T0, bar_row, writer_pool
 from tests.support import Scenario, make_scenario
@@ -46,3 +46,15 @@ def test_a_value_the_binary_copy_cannot_carry_is_dead_lettered_and_the_rest_land
     }
     assert settled.next_offsets == {("bars", 0): 10}
     assert scenario.rows(tenant, "SELECT count(*), max(revision) FROM bars") == [(8, 0)]
+
+
+def test_the_sinks_sessions_never_compile_plans(scenario: Scenario) -> None:
+    """JIT costs tens of milliseconds per statement whose estimate passes jit_above_cost, for statements
+    that run in a few: every session of the sink's pools has it off, whatever the server's default."""
+    pool = database_pool(scenario.settings.database, min_size=1, max_size=1, name="jit")
+    pool.open(wait=True, timeout=10)
+    try:
+        with pool.connection() as conn:
+            assert conn.execute("SELECT current_setting('jit')").fetchone() == ("off",)
+    finally:
+        pool.close()
