@@ -48,8 +48,8 @@ Statement = tuple[sql.SQL | sql.Composed, Mapping[str, Any]]
 # minute bars). So the bar is looked for in windows growing back from the batch, the first that holds
 # one answering (COALESCE evaluates no further): a series whose last bar is d bars back costs at most
 # LOOKUP_GROWTH * d bars read, and only one silent for longer than every window reads its history.
-LOOKUP_GROWTH = 16
-LOOKUP_WINDOWS = 4  # 16, 256, 4,096 and 65,536 bars back (45 days of minute bars)
+LOOKUP_GROWTH = 64
+LOOKUP_WINDOWS = 2  # 64 and 4,096 bars back (68 hours of minute bars: a weekend)
 
 
 def _window(n: int) -> str:

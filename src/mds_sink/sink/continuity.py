@@ -77,10 +77,7 @@ class Continuity:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reported: set[tuple[str, str]] = set()
-        # Series looked up ahead on the stager thread, by the id of their batch's first row: (that row,
-        # the generation they were read in, what was found). A rebalance moves the generation on.
-        self._ahead: dict[int, tuple[Row, int, list[sql.Lookup]]] = {}
-        self._generation = 0
+        self._generation = 0  # moved on by every rebalance: a lookup begun before it is not adopted
         self._cold = True  # series new to the tracker are coming (at start, after a rebalance)
         for timeframe in settings.timeframes:  # at zero from the start: a rate over them is 0, not "no data"
             GAPS_OPENED.labels(timeframe)
@@ -90,33 +87,32 @@ class Continuity:
     # -- in the flush -----------------------------------------------------------------------------
     def look_ahead(self, rows: Sequence[Row]) -> None:
         """On the stager thread, while the batch before is written: look up the series of this batch new
-        to the tracker, for its `prepare` to adopt (the flush then need not wait on the lookup). Only while
-        series are new (at start, after a rebalance); never raises (the flush looks up what is missing)."""
+        to the tracker and adopt them, so that its flush need not wait on the lookup. Only while new
+        series come (at start, after a rebalance); never raises (the flush looks up what is missing).
+
+        Adopting before the batch before has committed is sound: a series that batch carries is adopted
+        by its own flush first, or planned against what this read, which is the same bars (the batch's
+        rows are not committed yet); one it does not carry is untouched by it."""
         if not rows or not self._cold:
             return
         try:
             with self._lock:
                 unknown, generation = self.tracker.unknown(rows), self._generation
+                self._cold = bool(unknown)
             if unknown:
                 found = self._lookup(unknown)
                 with self._lock:
-                    self._ahead[id(rows[0])] = (rows[0], generation, found)
-                    while len(self._ahead) > 2:  # a batch whose flush never came (its partitions went)
-                        del self._ahead[next(iter(self._ahead))]
+                    if generation == self._generation:  # no rebalance since: the series are still ours
+                        self._take(found)
         except Exception as exc:
             log.debug("bar gaps: looking series up ahead failed: %s", first_line(exc))
 
     def prepare(self, rows: Sequence[Row]) -> Pending:
         """Look up new series and plan the batch. Raises psycopg errors (the flush retries them)."""
         with self._lock:
-            adopted = 0
-            # Looked up for these very rows (not the batch after them, staged meanwhile), and no
-            # rebalance since (whose series start over).
-            ahead = self._ahead.pop(id(rows[0]), None) if rows else None
-            if ahead is not None and ahead[0] is rows[0] and ahead[1] == self._generation:
-                adopted = self._take(ahead[2])
             plan = self.tracker.plan(rows)
-            self._cold = bool(adopted or plan.unknown)
+            if plan.unknown:
+                self._cold = True
         if plan.unknown:  # at start and after a rebalance: look them up, and plan their rows
             found = self._lookup(plan.unknown)
             with self._lock:
@@ -164,7 +160,9 @@ class Continuity:
                 for tenant, series in sorted(grouped.items()):
                     conn.execute(SET_TENANT, (tenant,))
                     statements = sql.lookup_statements(tenant, series)
-                    asked.append((tenant, [conn.execute(statement, params) for statement, params in statements]))
+                    # Binary parameters: thousands of timestamps, parsed as text by the server otherwise.
+                    cursors = [conn.execute(statement, params, binary=True) for statement, params in statements]
+                    asked.append((tenant, cursors))
             found = [sql.read_lookup(tenant, [c.fetchall() for c in cursors]) for tenant, cursors in asked]
         FLUSH_SECONDS.labels("gap_lookup").observe(time.perf_counter() - started)
         return found
@@ -203,7 +201,6 @@ class Continuity:
         with self._lock:
             self.tracker.clear()
             self._generation += 1
-            self._ahead.clear()
             self._cold = True
         self.publish()
 

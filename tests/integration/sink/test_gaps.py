@@ -267,26 +267,20 @@ def test_series_looked_up_ahead_spare_the_flush_its_lookup_unless_a_rebalance_ca
 
     pool = database_pool(scenario.settings.database, min_size=1, max_size=2, name="ahead")
     pool.open(wait=True)
+    expected = [("AAPL", at("2025-11-20T15:02"), at("2025-11-20T15:05"), 3)]
     try:
         member = Continuity(scenario.settings.continuity, pool)
         batch = [row_of(bar(tenant, "AAPL", 5)), row_of(bar(tenant, "MSFT", 2))]
-        member.look_ahead(batch)
-        member.look_ahead([row_of(bar(tenant, "NVDA", 0))])  # the batch after it, staged meanwhile
         before = lookups()
-        # Not this batch's: it is looked up in the flush, and the one after keeps its own.
-        other = member.prepare([row_of(bar(tenant, "AMD", 0))])
-        assert lookups() == before + 1 and other.plan.candidates == []
-        plan = member.prepare(batch).plan
-        assert lookups() == before + 1  # nothing asked in this flush
-        assert spans_of(plan) == [("AAPL", at("2025-11-20T15:02"), at("2025-11-20T15:05"), 3)]
-
-        # After a rebalance, what was looked up before it is not used: it is asked again.
-        member.forget()
         member.look_ahead(batch)
+        assert lookups() == before + 1
+        assert spans_of(member.prepare(batch).plan) == expected
+        assert lookups() == before + 1  # nothing asked in the flush
+
+        # A rebalance: the series start over, and are looked up again (here, in the flush).
         member.forget()
-        plan = member.prepare(batch).plan
-        assert lookups() == before + 3
-        assert spans_of(plan) == [("AAPL", at("2025-11-20T15:02"), at("2025-11-20T15:05"), 3)]
+        assert spans_of(member.prepare(batch).plan) == expected
+        assert lookups() == before + 2
     finally:
         pool.close()
 
