@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 Statements = dict[str, list[sql.Statement]]
 
+# Batches are looked ahead for new series until this many in a row brought none: each partition's
+# first batches bring theirs, whatever order the partitions come in.
+QUIET_BATCHES = 16
+
 
 @dataclass(frozen=True, slots=True)
 class Pending:
@@ -78,7 +82,7 @@ class Continuity:
         self._thread: threading.Thread | None = None
         self._reported: set[tuple[str, str]] = set()
         self._generation = 0  # moved on by every rebalance: a lookup begun before it is not adopted
-        self._cold = True  # series new to the tracker are coming (at start, after a rebalance)
+        self._quiet = 0  # batches in a row without a series new to the tracker (looked up ahead until many)
         for timeframe in settings.timeframes:  # at zero from the start: a rate over them is 0, not "no data"
             GAPS_OPENED.labels(timeframe)
             GAPS_CLOSED.labels(timeframe)
@@ -93,12 +97,12 @@ class Continuity:
         Adopting before the batch before has committed is sound: a series that batch carries is adopted
         by its own flush first, or planned against what this read, which is the same bars (the batch's
         rows are not committed yet); one it does not carry is untouched by it."""
-        if not rows or not self._cold:
+        if not rows or self._quiet >= QUIET_BATCHES:
             return
         try:
             with self._lock:
                 unknown, generation = self.tracker.unknown(rows), self._generation
-                self._cold = bool(unknown)
+                self._quiet = 0 if unknown else self._quiet + 1
             if unknown:
                 found = self._lookup(unknown)
                 with self._lock:
@@ -112,7 +116,7 @@ class Continuity:
         with self._lock:
             plan = self.tracker.plan(rows)
             if plan.unknown:
-                self._cold = True
+                self._quiet = 0
         if plan.unknown:  # at start and after a rebalance: look them up, and plan their rows
             found = self._lookup(plan.unknown)
             with self._lock:
@@ -201,7 +205,7 @@ class Continuity:
         with self._lock:
             self.tracker.clear()
             self._generation += 1
-            self._cold = True
+            self._quiet = 0
         self.publish()
 
     def tick(self, now: float | None = None) -> int:
