@@ -49,7 +49,11 @@ Statement = tuple[sql.SQL | sql.Composed, Mapping[str, Any]]
 # one answering (COALESCE evaluates no further): a series whose last bar is d bars back costs at most
 # LOOKUP_GROWTH * d bars read, and only one silent for longer than every window reads its history.
 LOOKUP_GROWTH = 64
-LOOKUP_WINDOWS = 2  # 64 and 4,096 bars back (68 hours of minute bars: a weekend)
+LOOKUP_WINDOWS = 3  # 4, 256 and 16,384 bars back (of minute bars: 4 minutes, 4 hours, 11 days)
+
+
+def _bars_back(n: int) -> int:
+    return 4 * LOOKUP_GROWTH**n
 
 
 def _window(n: int) -> str:
@@ -59,10 +63,25 @@ def _window(n: int) -> str:
     )
 
 
+def _instant(us: str) -> str:
+    return f"timestamptz 'epoch' + {us} * interval '1 microsecond'"
+
+
+# The bounds are computed once per series in a materialized CTE from µs (cheaper to send than
+# timestamps): its columns reach the probes as plain values, so their bounds are index conditions.
 _LAST = sql.SQL(
+    "WITH s AS MATERIALIZED (SELECT u.vendor, u.symbol, u.timeframe, "
+    + _instant("u.before")
+    + " AS before, "
+    + ", ".join(
+        _instant(f"greatest(u.before - u.step * {_bars_back(n)}, {_FIRST_US})") + f" AS w{n}"
+        for n in range(LOOKUP_WINDOWS)
+    )
+    + " FROM unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], %(before)s::bigint[], "
+    "%(steps)s::bigint[]) AS u(vendor, symbol, timeframe, before, step)) "
     "SELECT s.vendor, s.symbol, s.timeframe, "
     + _us(
-        # A series with no bar before the batch (new, or a fresh table) costs one probe, not five.
+        # A series with no bar before the batch (new, or a fresh table) costs one probe.
         "CASE WHEN EXISTS (SELECT 1 FROM {bars} b WHERE b.tenant_id = %(tenant)s AND b.vendor = s.vendor "
         "AND b.symbol = s.symbol AND b.timeframe = s.timeframe AND b.ts < s.before) THEN COALESCE("
         + ", ".join(_window(n) for n in range(LOOKUP_WINDOWS))
@@ -70,11 +89,7 @@ _LAST = sql.SQL(
         f"AND b.symbol = s.symbol AND b.timeframe = s.timeframe AND b.ts < s.w{LOOKUP_WINDOWS - 1} "
         "ORDER BY b.ts DESC LIMIT 1)) END"
     )
-    + " FROM unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], %(before)s::timestamptz[], "
-    + ", ".join(f"%(w{n})s::timestamptz[]" for n in range(LOOKUP_WINDOWS))
-    + ") AS s(vendor, symbol, timeframe, before, "
-    + ", ".join(f"w{n}" for n in range(LOOKUP_WINDOWS))
-    + ")"
+    + " FROM s"
 )
 
 _OPEN_OF = (
@@ -173,10 +188,7 @@ def lookup_statements(tenant: str, oldest: Mapping[Series, int]) -> list[Stateme
     """Statements (under `tenant`'s context) whose rows `read_lookup` turns into a Lookup."""
     out: list[Statement] = []
     for table, keys in _by_table(oldest, lambda key: key[3]):
-        params = _arrays(tenant, keys) | {"before": instants(oldest[k] for k in keys)}
-        for n in range(LOOKUP_WINDOWS):
-            back = LOOKUP_GROWTH ** (n + 1)
-            params[f"w{n}"] = instants(max(_FIRST_US, oldest[k] - back * step_us(k[3])) for k in keys)
+        params = _arrays(tenant, keys) | {"before": [oldest[k] for k in keys], "steps": [step_us(k[3]) for k in keys]}
         out.append((_LAST.format(bars=_bars(table)), params))
     out.append((sql.SQL(_OPEN_OF), _arrays(tenant, list(oldest))))
     return out
