@@ -56,7 +56,7 @@ Statements = dict[str, list[sql.Statement]]
 
 # Batches are looked ahead for new series until this many in a row brought none: each partition's
 # first batches bring theirs, whatever order the partitions come in.
-QUIET_BATCHES = 16
+QUIET_BATCHES = 4
 
 
 @dataclass(frozen=True, slots=True)
