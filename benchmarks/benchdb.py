@@ -6,6 +6,9 @@ touching the shared `mds` database the tests use.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -78,7 +81,8 @@ def visible_rows(settings: Settings, tenant_ids: list[str]) -> dict[str, int]:
             with conn.transaction():
                 conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
                 for table in counts:
-                    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+                    # Through tenant_view, as readers read: on TimescaleDB they have no right on hypertables.
+                    row = conn.execute(f"SELECT count(*) FROM tenant_view.{table}").fetchone()
                     counts[table] += int(row[0]) if row else 0
     return counts
 
@@ -90,3 +94,37 @@ def server_settings(settings: Settings) -> dict[str, str]:
             name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
             for name in ("server_version", "fsync", "synchronous_commit", "full_page_writes", "shared_buffers")
         }
+
+
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+
+
+@contextmanager
+def durable(superuser_url: str) -> Iterator[None]:
+    """The server made durable for the run (as users run it), then given back the settings it had:
+    ALTER SYSTEM writes postgresql.auto.conf, which RESET empties again; all three are reloadable."""
+    with psycopg.connect(superuser_url, autocommit=True) as conn:
+        for name, value in DURABLE.items():
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        conn.execute("SELECT pg_reload_conf()")
+    _wait_for(superuser_url, "on")
+    try:
+        yield
+    finally:
+        with psycopg.connect(superuser_url, autocommit=True) as conn:
+            for name in DURABLE:
+                conn.execute(f"ALTER SYSTEM RESET {name}")
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def _wait_for(url: str, fsync: str, timeout_s: float = 10.0) -> None:
+    """A reload is signalled, not waited for: new sessions see it once the postmaster has read it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("SELECT current_setting('fsync')").fetchone()
+        if row is not None and row[0] == fsync:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the server did not take fsync={fsync} within {timeout_s:.0f} s")
+        time.sleep(0.05)

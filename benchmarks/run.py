@@ -50,7 +50,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="a setting for the sinks (and the bounds), e.g. MDS_SINK_BATCHING__MAX_ROWS=10000; repeatable",
     )
+    p.add_argument(
+        "--durable",
+        action="store_true",
+        help="run against the server with fsync=on and synchronous_commit=on (as users run it), restored after; "
+        "needs a superuser URL in MDS_STACK_PG_SUPERUSER_URL (deploy/local/stack.sh env sets it)",
+    )
     args = p.parse_args(argv)
+    if args.durable and not os.environ.get("MDS_STACK_PG_SUPERUSER_URL"):
+        p.error("--durable needs MDS_STACK_PG_SUPERUSER_URL: a superuser of the server, to ALTER SYSTEM")
     unknown = set(args.modes.split(",")) - {*MODES, *EXTRA_MODES}
     if unknown:
         p.error(f"unknown mode(s) {', '.join(sorted(unknown))}")
@@ -59,6 +67,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.durable:
+        return _run(args)
+    with benchdb.durable(os.environ["MDS_STACK_PG_SUPERUSER_URL"]):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     for item in args.sink_env:
         name, sep, value = item.partition("=")
         if not sep or not name.startswith("MDS_SINK_"):
@@ -89,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if busy > 0.15:
         line("WARNING", f"{busy:.0%} busy", "before the run: something else is running; figures are unreliable")
     pg = result["machine"]["postgres"]
-    line("postgres", f"fsync={pg['fsync']}", f"synchronous_commit={pg['synchronous_commit']} (test settings)")
+    profile = "durable: --durable" if args.durable else "test settings; --durable for fsync=on"
+    line("postgres", f"fsync={pg['fsync']}", f"synchronous_commit={pg['synchronous_commit']} ({profile})")
 
     tables = ["bars"] + (["quotes"] if shape.quotes else [])
     topics: dict[str, str] = {}

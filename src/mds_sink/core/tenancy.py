@@ -17,6 +17,7 @@ catches a producer's mistakes (a key built for one tenant, a value of another), 
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ TENANT_HEADERS = ("mds.tenant_id", "tenant_id")
 _UUID_LENGTH = 36
 
 
+@functools.lru_cache(maxsize=4096)  # every record's key names its tenant: a handful of ids, parsed once
 def _canonical(raw: str) -> str | None:
     try:
         return str(uuid.UUID(raw))

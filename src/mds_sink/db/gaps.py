@@ -53,7 +53,7 @@ LOOKUP_WINDOWS = 3  # 4, 256 and 16,384 bars back (of minute bars: 4 minutes, 4 
 
 
 def _bars_back(n: int) -> int:
-    return 4 * LOOKUP_GROWTH**n
+    return int(4 * LOOKUP_GROWTH**n)
 
 
 def _window(n: int) -> str:
