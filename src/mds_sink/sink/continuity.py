@@ -164,7 +164,7 @@ class Continuity:
                 for tenant, series in sorted(grouped.items()):
                     conn.execute(SET_TENANT, (tenant,))
                     statements = sql.lookup_statements(tenant, series)
-                    # Binary parameters: thousands of timestamps, parsed as text by the server otherwise.
+                    # Binary parameters: thousands of µs and names, parsed as text by the server otherwise.
                     cursors = [conn.execute(statement, params, binary=True) for statement, params in statements]
                     asked.append((tenant, cursors))
             found = [sql.read_lookup(tenant, [c.fetchall() for c in cursors]) for tenant, cursors in asked]
