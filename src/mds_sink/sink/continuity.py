@@ -171,15 +171,12 @@ class Continuity:
         FLUSH_SECONDS.labels("gap_lookup").observe(time.perf_counter() - started)
         return found
 
-    def _take(self, found: list[sql.Lookup]) -> int:
+    def _take(self, found: list[sql.Lookup]) -> None:
         """Adopt the series looked up that the tracker does not hold yet (under the lock)."""
-        adopted = 0
         for lookup in found:
             for key, last in lookup.last.items():
                 if key not in self.tracker.series:
                     self.tracker.adopt(key, last, lookup.gaps.get(key, []))
-                    adopted += 1
-        return adopted
 
     # -- on the timer -----------------------------------------------------------------------------
     def start(self) -> None:
