@@ -251,7 +251,8 @@ def test_a_new_series_is_looked_up_with_one_bar_read_whatever_its_history() -> N
     }
     # Bars near the batch, at most LOOKUP_GROWTH per bar back; never the 4,500 of their history.
     bound = sql.LOOKUP_GROWTH * (back["AAPL"] + back["MSFT"])
-    assert stats is not None and stats[0] <= bound, f"{stats[0]} bars read to look up {len(asked)} series"
+    assert stats is not None
+    assert stats[0] <= bound, f"{stats[0]} bars read to look up {len(asked)} series"
 
 
 def test_series_looked_up_ahead_spare_the_flush_its_lookup_unless_a_rebalance_came_between() -> None:
