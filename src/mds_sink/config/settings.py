@@ -234,7 +234,12 @@ class BatchingSettings(_Group):
     # once per series) spread over twice the rows of 5,000 made the database write ~12% faster per row
     # (benchmarks/README.md); the memory it costs is ~25 MB at peak.
     max_rows: int = Field(default=10_000, ge=1, description="Flush a table's batch at this many rows.")
-    max_ms: int = Field(default=500, ge=1, description="Flush a batch this long after its first record.")
+    max_ms: int = Field(
+        default=500,
+        ge=1,
+        description="A record's budget until its row is committed: a batch is flushed early enough (by what the "
+        "recent writes took, at most half of it) for its first record to be committed this long after it came.",
+    )
     max_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Flush a batch at this many bytes of record values."
     )

@@ -109,12 +109,26 @@ class TableBatch:
         return (kept if kept.records else None), dropped
 
 
+# How fast the expected write time follows the writes (an exponentially weighted mean).
+_LEAD_WEIGHT = 0.2
+
+
 @dataclass
 class Batcher:
+    """`max_ms` is a record's budget until its row is committed: a batch is due `lead_ms` before its
+    oldest record has waited max_ms, `lead_ms` being what a write takes (`wrote`), at most half of
+    max_ms, so that a slow database never turns batching into a flush per record."""
+
     max_rows: int
     max_ms: int
     max_bytes: int
     batches: dict[str, TableBatch] = field(default_factory=dict)
+    lead_ms: float = 0.0
+
+    def wrote(self, seconds: float) -> None:
+        """A batch took this long to write: the next ones are due that much earlier (smoothed)."""
+        took_ms = min(seconds * 1000, self.max_ms / 2)  # one stalled write moves it a fifth of the cap at most
+        self.lead_ms = self.lead_ms + _LEAD_WEIGHT * (took_ms - self.lead_ms) if self.lead_ms else took_ms
 
     def batch(self, spec: TableSpec, now_ms: float) -> TableBatch:
         current = self.batches.get(spec.name)
@@ -127,17 +141,18 @@ class Batcher:
         return b is not None and (len(b.rows) >= self.max_rows or b.bytes >= self.max_bytes)
 
     def due(self, now_ms: float) -> list[str]:
-        """Tables whose batch must be flushed now: full, or older than max_ms."""
+        """Tables whose batch must be flushed now: full, or old enough that its write ends by max_ms."""
+        wait_ms = self.max_ms - self.lead_ms
         return [
             name
             for name, b in self.batches.items()
-            if len(b.rows) >= self.max_rows or b.bytes >= self.max_bytes or now_ms - b.started_ms >= self.max_ms
+            if len(b.rows) >= self.max_rows or b.bytes >= self.max_bytes or now_ms - b.started_ms >= wait_ms
         ]
 
     def next_deadline_ms(self) -> float | None:
         if not self.batches:
             return None
-        return min(b.started_ms for b in self.batches.values()) + self.max_ms
+        return min(b.started_ms for b in self.batches.values()) + self.max_ms - self.lead_ms
 
     def take(self, table: str) -> TableBatch | None:
         return self.batches.pop(table, None)

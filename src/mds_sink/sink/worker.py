@@ -42,7 +42,7 @@ from mds_sink.sink.deadletters import DeadLetters, rejected
 from mds_sink.sink.flusher import Flusher
 from mds_sink.sink.gauges import Gauges
 from mds_sink.sink.health import DatabaseProbe
-from mds_sink.sink.pipeline import Ingest, settle
+from mds_sink.sink.pipeline import Ingest, Settled, settle
 from mds_sink.sink.tenants import TenantRefresher
 from mds_sink.sink.units import wire
 
@@ -148,10 +148,17 @@ class Worker:
         self.gaps = open_continuity(s, self.tables)
         if self.gaps is not None:
             self._closing("bar gaps", self.gaps.close)
-        self.flusher = Flusher(
-            lambda b, ahead: settle(
+
+        def write(b: TableBatch, ahead: Staged | None) -> Settled:
+            started = time.perf_counter()
+            settled = settle(
                 b, self.writer, dead_letters.send, ahead=ahead, gaps=self.gaps if b.spec.name == "bars" else None
-            ),
+            )
+            self.batcher.wrote(time.perf_counter() - started)  # max_ms is the budget until the row is committed
+            return settled
+
+        self.flusher = Flusher(
+            write,
             retry=s.retry,
             state=self.state,
             # Beginning the next flush ahead holds a second connection: never the pool's last one.

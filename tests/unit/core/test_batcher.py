@@ -31,6 +31,26 @@ def test_flush_triggers_rows_ms_and_bytes() -> None:
     assert b2.due(now_ms=1) == ["bars"]  # max_bytes
 
 
+def test_max_ms_is_the_budget_of_a_record_until_its_row_is_committed() -> None:
+    """A batch is due early by the time its write takes (learnt from the writes before it), so that its
+    oldest record is committed within max_ms, not max_ms plus the write."""
+    b = Batcher(max_rows=1000, max_ms=500, max_bytes=1 << 20)
+    b.batch(BARS, now_ms=0).add(bar_row(1, 1.0), src(0), 10)
+    assert b.next_deadline_ms() == 500
+    for _ in range(50):  # writes of 80 ms, as they come
+        b.wrote(0.080)
+    assert 79 <= b.lead_ms <= 80
+    assert b.due(now_ms=419) == []
+    assert b.due(now_ms=421) == ["bars"]
+    assert 420 <= (b.next_deadline_ms() or 0) <= 421
+    # One slow write moves it a little; a database slow for good never makes it more than half the budget.
+    b.wrote(2.0)
+    assert 80 < b.lead_ms < 500 / 2
+    for _ in range(50):
+        b.wrote(5.0)
+    assert 249.9 < b.lead_ms <= 250
+
+
 def test_latest_offset_wins_within_a_batch() -> None:
     batch = Batcher(10, 100, 10_000).batch(BARS, now_ms=0)
     batch.add(bar_row(1, 1.0), src(5), 10)
