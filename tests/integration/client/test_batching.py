@@ -16,28 +16,11 @@ from mds_sink.client.errors import NotAcknowledged, RecordInvalid
 from mds_sink.client.publisher import AsyncPublisher, Deliveries, Publisher
 from mds_sink.client.records import Bar
 from mds_sink.config.settings import load_settings
+from tests.integration.client.test_publisher import bars
 from tests.support import SCHEMAS, SESSION_START, drained, make_scenario, read_topic, running_sink, wait_until
 
 START = datetime.fromtimestamp(SESSION_START, UTC)
 HOUR_MS = 3_600_000.0  # a max_ms no test waits for: only the row count (or the exit) sends
-
-
-def bars(tenant: str, symbol: str, n: int, first: int = 0) -> list[Bar]:
-    return [
-        Bar(
-            tenant_id=tenant,
-            vendor="polygon",
-            symbol=symbol,
-            timeframe="1m",
-            ts=START + timedelta(minutes=m),
-            open=100.0 + m,
-            high=101.0 + m,
-            low=99.0 + m,
-            close=100.5 + m,
-            volume=1000.0 + m,
-        )
-        for m in range(first, first + n)
-    ]
 
 
 def on_topic(settings: Any, topic: str) -> list[tuple[str, int]]:

@@ -19,7 +19,7 @@ from tests.support import SCHEMAS, SESSION_START, drained, make_scenario, read_t
 START = datetime.fromtimestamp(SESSION_START, UTC)
 
 
-def bars(tenant: str, symbol: str, n: int) -> list[Bar]:
+def bars(tenant: str, symbol: str, n: int, first: int = 0) -> list[Bar]:
     return [
         Bar(
             tenant_id=tenant,
@@ -33,7 +33,7 @@ def bars(tenant: str, symbol: str, n: int) -> list[Bar]:
             close=100.5 + m,
             volume=1000.0 + m,
         )
-        for m in range(n)
+        for m in range(first, first + n)
     ]
 
 
