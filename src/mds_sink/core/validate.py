@@ -21,6 +21,9 @@ Row = tuple[Any, ...]
 Record = Mapping[str, Any]
 
 TIMEFRAMES = frozenset({"1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"})
+# Each value once, as one object: the rows of a series share their series columns' objects, so the
+# continuity tracker's lookups (core/continuity.py) compare them by identity.
+_TIMEFRAME = {timeframe: timeframe for timeframe in TIMEFRAMES}
 PERIODS = frozenset({"FY", "Q1", "Q2", "Q3", "Q4", "TTM"})
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9.\-/_:^=]*$")
 _IDENT = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
@@ -40,17 +43,17 @@ class TenantSet:
     _canonical: dict[str, str] = field(default_factory=dict)
 
     def check(self, raw: Any) -> str:
-        """The canonical tenant id, or a rejection: not a UUID, unknown, or disabled."""
-        state = self.active.get(raw)
-        if state is True:
-            return str(raw)
+        """The canonical tenant id, or a rejection: not a UUID, unknown, or disabled. Every spelling of
+        an id gives the same object (see _TIMEFRAME)."""
         canonical = self._canonical.get(raw) if isinstance(raw, str) else None
         if canonical is None:
             try:
-                canonical = str(uuid.UUID(str(raw)))
+                text = str(uuid.UUID(str(raw)))
             except ValueError:
                 raise invalid("bad_tenant_id", f"tenant_id {raw!r} is not a UUID", "tenant_id") from None
-            if len(self._canonical) < _MAX_CACHE:
+            canonical = text
+            if isinstance(raw, str) and len(self._canonical) < _MAX_CACHE:
+                canonical = self._canonical.setdefault(text, text)
                 self._canonical[raw] = canonical
         state = self.active.get(canonical)
         if state is None and self.on_miss is not None and self.on_miss():
@@ -74,6 +77,17 @@ class Rules:
     # when asked, and then it never moves latest_prices (tables.py's feed takes bid < ask only).
     keep_crossed_quotes: bool = False
     _symbols: dict[str, str] = field(default_factory=dict)
+    _vendors: dict[str, str] = field(default_factory=dict)
+
+    def vendor(self, raw: Any) -> str:
+        known = self._vendors.get(raw) if isinstance(raw, str) else None
+        if known is not None:
+            return known
+        if not isinstance(raw, str) or not _IDENT.match(raw):
+            raise invalid("bad_vendor", f"vendor {raw!r} must be a lower-case identifier (a-z 0-9 _ . -)", "vendor")
+        if len(self._vendors) < _MAX_CACHE:
+            self._vendors[raw] = raw
+        return raw
 
     def symbol(self, raw: Any, name: str = "symbol") -> str:
         known = self._symbols.get(raw)
@@ -127,12 +141,6 @@ def _finite(value: Any, name: str) -> float | None:
     return value  # type: ignore[no-any-return]
 
 
-def _vendor(value: Any) -> str:
-    if not isinstance(value, str) or not _IDENT.match(value):
-        raise invalid("bad_vendor", f"vendor {value!r} must be a lower-case identifier (a-z 0-9 _ . -)", "vendor")
-    return value
-
-
 def _revision(value: Any) -> int:
     if value < 0:
         raise invalid("bad_revision", f"revision must be >= 0, got {value}", "revision")
@@ -141,10 +149,10 @@ def _revision(value: Any) -> int:
 
 def bar(r: Record, rules: Rules) -> Row:
     tenant = rules.tenants.check(r["tenant_id"])
-    timeframe = r["timeframe"]
-    if timeframe not in TIMEFRAMES:
+    timeframe = _TIMEFRAME.get(r["timeframe"])
+    if timeframe is None:
         raise invalid(
-            "bad_timeframe", f"timeframe {timeframe!r} is not one of {', '.join(sorted(TIMEFRAMES))}", "timeframe"
+            "bad_timeframe", f"timeframe {r['timeframe']!r} is not one of {', '.join(sorted(TIMEFRAMES))}", "timeframe"
         )
     o, h, lo, c = (
         _price(r["open"], "open"),
@@ -160,7 +168,7 @@ def bar(r: Record, rules: Rules) -> Row:
     return (
         rules.ts(r["ts"], "ts"),
         tenant,
-        _vendor(r["vendor"]),
+        rules.vendor(r["vendor"]),
         rules.symbol(r["symbol"]),
         timeframe,
         o,
@@ -183,7 +191,7 @@ def quote(r: Record, rules: Rules) -> Row:
     return (
         rules.ts(r["ts"], "ts"),
         tenant,
-        _vendor(r["vendor"]),
+        rules.vendor(r["vendor"]),
         rules.symbol(r["symbol"]),
         bid,
         ask,
@@ -207,7 +215,7 @@ def fundamentals(r: Record, rules: Rules) -> Row:
     return (
         as_of,
         tenant,
-        _vendor(r["vendor"]),
+        rules.vendor(r["vendor"]),
         rules.symbol(r["symbol"]),
         period,
         currency,
@@ -229,7 +237,7 @@ def news_id(vendor: str, published_us: int, title: str, url: str | None) -> str:
 
 def news(r: Record, rules: Rules) -> Row:
     tenant = rules.tenants.check(r["tenant_id"])
-    vendor = _vendor(r["vendor"])
+    vendor = rules.vendor(r["vendor"])
     published = rules.ts(r["published_at"], "published_at")
     title = r["title"].strip()
     if not title:
@@ -276,7 +284,7 @@ def option_snapshot(r: Record, rules: Rules) -> Row:
     return (
         ts,
         tenant,
-        _vendor(r["vendor"]),
+        rules.vendor(r["vendor"]),
         rules.symbol(r["underlying"], "underlying"),
         expiry,
         option_type,

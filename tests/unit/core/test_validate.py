@@ -249,3 +249,41 @@ def test_an_unknown_tenant_triggers_one_reload_before_it_is_refused() -> None:
     tenants.on_miss = lambda: False  # rate-limited: no reload, the record is refused
     with pytest.raises(RecordRejected, match="unknown_tenant"):
         VALIDATORS["bars"](bar(tenant_id="00000000-0000-4000-8000-000000000000"), r)
+
+
+def fresh(text: str) -> str:
+    """An equal string that is another object, as every decoded record brings."""
+    return "".join(list(text))
+
+
+def test_rows_of_a_series_share_one_object_per_series_column() -> None:
+    # The bar continuity tracker (core/continuity.py) looks every row's series up in memory: with the
+    # same objects the key compares by identity instead of reading strings no longer in the CPU cache.
+    r = rules()
+    first = VALIDATORS["bars"](bar(), r)
+    second = VALIDATORS["bars"](
+        bar(tenant_id=fresh(ACTIVE), vendor=fresh("polygon"), symbol=fresh(" aapl "), timeframe=fresh("1m")), r
+    )
+    assert second[1:5] == first[1:5]
+    assert all(a is b for a, b in zip(second[1:5], first[1:5], strict=True))
+    quote = {"tenant_id": fresh(ACTIVE), "vendor": fresh("polygon"), "symbol": "AAPL", "ts": NOW_US}
+    quote |= {"bid": 1.0, "ask": 1.1, "bid_size": 1.0, "ask_size": 1.0}
+    assert VALIDATORS["quotes"](quote, r)[1] is first[1]
+
+
+def test_a_tenant_disabled_after_its_ids_were_seen_is_refused() -> None:
+    tenants = TenantSet({ACTIVE: True})
+    r = Rules(tenants, now_us=NOW_US)
+    assert VALIDATORS["bars"](bar(), r)[1] == ACTIVE
+    tenants.active = {ACTIVE: False}
+    with pytest.raises(RecordRejected) as err:
+        VALIDATORS["bars"](bar(), r)
+    assert err.value.rejection.code == "inactive_tenant"
+
+
+def test_a_vendor_refused_once_is_refused_again() -> None:
+    r = rules()
+    for _ in range(2):
+        with pytest.raises(RecordRejected) as err:
+            VALIDATORS["bars"](bar(vendor="Polygon Inc"), r)
+        assert err.value.rejection.code == "bad_vendor"
