@@ -194,17 +194,21 @@ def lookup_statements(tenant: str, oldest: Mapping[Series, int]) -> list[Stateme
     return out
 
 
-def read_lookup(tenant: str, results: Sequence[list[tuple[Any, ...]]]) -> Lookup:
+def read_lookup(tenant: str, asked: Iterable[Series], results: Sequence[list[tuple[Any, ...]]]) -> Lookup:
+    """The answer to `lookup_statements`, keyed by the very objects of `asked` (not equal strings read
+    back): the tracker keeps those, and the rows of a series share them (core/validate.py), so the
+    per-row lookups of the plan compare a series' strings by identity instead of reading them."""
     *lasts, opened = results
+    keys = {key[1:]: key for key in asked}
     last: dict[Series, int | None] = {}
     for rows in lasts:
         for vendor, symbol, timeframe, ts in rows:
-            last[(tenant, vendor, symbol, timeframe)] = None if ts is None else int(ts)
+            key = keys.get((vendor, symbol, timeframe)) or (tenant, vendor, symbol, timeframe)
+            last[key] = None if ts is None else int(ts)
     gaps: dict[Series, list[OpenGap]] = {}
     for vendor, symbol, timeframe, f, t, missing, remaining, opened_at, requested in opened:
-        gaps.setdefault((tenant, vendor, symbol, timeframe), []).append(
-            OpenGap(int(f), int(t), missing, remaining, float(opened_at), bool(requested))
-        )
+        key = keys.get((vendor, symbol, timeframe)) or (tenant, vendor, symbol, timeframe)
+        gaps.setdefault(key, []).append(OpenGap(int(f), int(t), missing, remaining, float(opened_at), bool(requested)))
     return Lookup(last, gaps)
 
 

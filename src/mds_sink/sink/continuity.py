@@ -157,7 +157,7 @@ class Continuity:
         grouped: dict[str, dict[Series, int]] = {}
         for key, ts in oldest.items():
             grouped.setdefault(key[0], {})[key] = ts
-        asked: list[tuple[str, list[psycopg.Cursor[Any]]]] = []
+        asked: list[tuple[str, dict[Series, int], list[psycopg.Cursor[Any]]]] = []
         # One round trip for every tenant's lookups; the database is busy with the writes meanwhile.
         with self._pool.connection() as conn, conn.transaction():
             with conn.pipeline():
@@ -166,8 +166,10 @@ class Continuity:
                     statements = sql.lookup_statements(tenant, series)
                     # Binary parameters: thousands of µs and names, parsed as text by the server otherwise.
                     cursors = [conn.execute(statement, params, binary=True) for statement, params in statements]
-                    asked.append((tenant, cursors))
-            found = [sql.read_lookup(tenant, [c.fetchall() for c in cursors]) for tenant, cursors in asked]
+                    asked.append((tenant, series, cursors))
+            found = [
+                sql.read_lookup(tenant, series, [c.fetchall() for c in cursors]) for tenant, series, cursors in asked
+            ]
         FLUSH_SECONDS.labels("gap_lookup").observe(time.perf_counter() - started)
         return found
 

@@ -238,7 +238,7 @@ def test_a_new_series_is_looked_up_with_one_bar_read_whatever_its_history() -> N
     with psycopg.connect(scenario.writer_url) as conn, conn.transaction():
         conn.execute(SET_TENANT, (tenant,))
         found = sql.read_lookup(
-            tenant, [conn.execute(s, p).fetchall() for s, p in sql.lookup_statements(tenant, asked)]
+            tenant, asked, [conn.execute(s, p).fetchall() for s, p in sql.lookup_statements(tenant, asked)]
         )
         stats = conn.execute(
             "SELECT coalesce(sum(coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0)), 0) "
@@ -249,6 +249,9 @@ def test_a_new_series_is_looked_up_with_one_bar_read_whatever_its_history() -> N
         (tenant, "polygon", "MSFT", "1m"): newest["MSFT"],
         (tenant, "polygon", "NVDA", "1m"): None,
     }
+    # Held under the very key objects asked (those of the batch's rows): the tracker's per-row lookups
+    # then compare the series' strings by identity (core/validate.py gives a series' rows one object each).
+    assert {id(k) for k in found.last} == {id(k) for k in asked}
     # Bars near the batch, at most LOOKUP_GROWTH per bar back; never the 4,500 of their history.
     bound = sql.LOOKUP_GROWTH * (back["AAPL"] + back["MSFT"])
     assert stats is not None
