@@ -67,6 +67,20 @@ def _instant(us: str) -> str:
     return f"timestamptz 'epoch' + {us} * interval '1 microsecond'"
 
 
+# A lookup asks for every series new to the process at once (tens of thousands at start): each column
+# travels as one string, split by the server, instead of an array dumped element by element in Python.
+# No validated vendor, symbol or timeframe holds the separator (core/validate.py).
+_SEP = "\x1f"
+
+
+def _unpacked(param: str) -> str:
+    return f"string_to_array(%({param})s, chr(31))"
+
+
+def _packed(values: Iterable[object]) -> str:
+    return _SEP.join(map(str, values))
+
+
 # The bounds are computed once per series in a materialized CTE from µs (cheaper to send than
 # timestamps): its columns reach the probes as plain values, so their bounds are index conditions.
 _LAST = sql.SQL(
@@ -77,8 +91,11 @@ _LAST = sql.SQL(
         _instant(f"greatest(u.before - u.step * {_bars_back(n)}, {_FIRST_US})") + f" AS w{n}"
         for n in range(LOOKUP_WINDOWS)
     )
-    + " FROM unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[], %(before)s::bigint[], "
-    "%(steps)s::bigint[]) AS u(vendor, symbol, timeframe, before, step)) "
+    + " FROM unnest("
+    + ", ".join(_unpacked(name) for name in ("vendors", "symbols", "timeframes"))
+    + ", "
+    + ", ".join(_unpacked(name) + "::bigint[]" for name in ("before", "steps"))
+    + ") AS u(vendor, symbol, timeframe, before, step)) "
     "SELECT s.vendor, s.symbol, s.timeframe, "
     + _us(
         # A series with no bar before the batch (new, or a fresh table) costs one probe.
@@ -95,7 +112,9 @@ _LAST = sql.SQL(
 _OPEN_OF = (
     "SELECT g.vendor, g.symbol, g.timeframe, " + _us("g.gap_from") + ", " + _us("g.gap_to") + ", g.missing_bars, "
     "g.remaining_bars, extract(epoch FROM g.opened_at)::float8, g.backfill_requested_at IS NOT NULL "
-    "FROM tenant_view.bar_gaps g JOIN unnest(%(vendors)s::text[], %(symbols)s::text[], %(timeframes)s::text[]) "
+    "FROM tenant_view.bar_gaps g JOIN unnest("
+    + ", ".join(_unpacked(name) for name in ("vendors", "symbols", "timeframes"))
+    + ") "
     "AS s(vendor, symbol, timeframe) ON g.vendor = s.vendor AND g.symbol = s.symbol AND g.timeframe = s.timeframe "
     "WHERE g.tenant_id = %(tenant)s AND g.closed_at IS NULL"
 )
@@ -188,9 +207,12 @@ def lookup_statements(tenant: str, oldest: Mapping[Series, int]) -> list[Stateme
     """Statements (under `tenant`'s context) whose rows `read_lookup` turns into a Lookup."""
     out: list[Statement] = []
     for table, keys in _by_table(oldest, lambda key: key[3]):
-        params = _arrays(tenant, keys) | {"before": [oldest[k] for k in keys], "steps": [step_us(k[3]) for k in keys]}
+        params = _columns(tenant, keys) | {
+            "before": _packed(oldest[k] for k in keys),
+            "steps": _packed(step_us(k[3]) for k in keys),
+        }
         out.append((_LAST.format(bars=_bars(table)), params))
-    out.append((sql.SQL(_OPEN_OF), _arrays(tenant, list(oldest))))
+    out.append((sql.SQL(_OPEN_OF), _columns(tenant, list(oldest))))
     return out
 
 
@@ -264,6 +286,16 @@ def request_params(
         "keys": [g[2] for g in gaps],
         "job_type": job_type,
         "priority": priority,
+    }
+
+
+def _columns(tenant: str, keys: Sequence[Series]) -> dict[str, Any]:
+    """`_arrays` packed for `_unpacked`."""
+    return {
+        "tenant": tenant,
+        "vendors": _packed(k[1] for k in keys),
+        "symbols": _packed(k[2] for k in keys),
+        "timeframes": _packed(k[3] for k in keys),
     }
 
 
