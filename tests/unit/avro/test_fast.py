@@ -145,3 +145,47 @@ def test_schemas_it_does_not_read_fall_back() -> None:
     three = {"type": "record", "name": "U", "fields": [{"name": "u", "type": ["null", "long", "string"]}]}
     assert compile_reader(fastavro.parse_schema(three)) is None
     assert compile_reader(fastavro.parse_schema("string")) is None
+
+
+def test_repeated_timestamps_are_read_once_and_every_record_still_agrees_with_fastavro() -> None:
+    # Bars of one minute share their ts: the reader keeps the 8-byte varints it read (a µs timestamp)
+    # and reads them again from memory. Whatever it keeps, each record must read as fastavro reads it.
+    schema = {
+        "type": "record",
+        "name": "T",
+        "fields": [{"name": "ts", "type": "long"}, {"name": "n", "type": "long"}, {"name": "s", "type": "string"}],
+    }
+    parsed_schema = fastavro.parse_schema(schema)
+    reader = compile_reader(parsed_schema)
+    assert reader is not None
+    rng = random.Random(7)
+    minute = 60_000_000
+    values = [1_763_650_800_000_000 + minute * rng.randrange(3) for _ in range(300)]
+    values += [-1_763_650_800_000_000, 2**55, 2**55 - 1, 2**48, 2**48 - 1, 2**62, 64, -65, 0]
+    values += [rng.randrange(-(2**63), 2**63) for _ in range(300)]
+    rng.shuffle(values)
+    for _ in range(2):  # the second time, every value is a repeat
+        for ts in values:
+            record = {"ts": ts, "n": ts ^ 0x5555, "s": "x" * (ts % 7)}
+            value = encode(parsed_schema, record)
+            assert reader(value, 5) == record == slow(parsed_schema, value)
+    # The same bytes in another field's place are not taken for a timestamp read before.
+    value = encode(parsed_schema, {"ts": 1, "n": values[0], "s": ""})
+    assert reader(value, 5) == {"ts": 1, "n": values[0], "s": ""}
+
+
+def test_a_long_field_whose_values_do_not_repeat_is_read_plainly_for_a_while() -> None:
+    schema = {"type": "record", "name": "Q", "fields": [{"name": "ts", "type": "long"}]}
+    parsed_schema = fastavro.parse_schema(schema)
+    reader = compile_reader(parsed_schema)
+    assert reader is not None
+    memo = reader.__globals__["m0"]
+    first = 1_763_650_800_000_017
+    for i in range(memo.SIZE + 1):  # all different: none found
+        value = encode(parsed_schema, {"ts": first + i})
+        assert reader(value, 5) == {"ts": first + i}
+    assert memo.off == memo.RETRY_AFTER
+    for ts in [first, first + 1, first] * 10:  # read plainly now, and still right
+        assert reader(encode(parsed_schema, {"ts": ts}), 5) == {"ts": ts}
+    assert memo.off == memo.RETRY_AFTER - 30
+    assert len(memo) == 0
