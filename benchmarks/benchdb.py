@@ -17,6 +17,7 @@ from mds_sink.config.settings import Settings, load_settings
 from mds_sink.db import migrate
 
 NAME = "mds_bench"
+SIDE_B = "mds_bench_b"  # the second sink's database in `--modes sidebyside`
 # Everything the bars and quotes write, and the ledger: a run starts from none of it.
 WRITTEN = ("bars_minute", "bars_hour", "bars_day", "quotes", "latest_prices", "bar_gaps", "sink_offsets")
 
@@ -25,8 +26,8 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
-def urls(base: Settings) -> dict[str, str]:
-    """The writer, owner and reader URLs of `base`, pointed at the bench database."""
+def urls(base: Settings, name: str = NAME) -> dict[str, str]:
+    """The writer, owner and reader URLs of `base`, pointed at the bench database `name`."""
     found = {
         "url": base.database.url,
         "owner_url": base.database.owner_url,
@@ -35,20 +36,20 @@ def urls(base: Settings) -> dict[str, str]:
     missing = [k for k, v in found.items() if v is None]
     if missing:
         raise SystemExit(f"the benchmark needs MDS_SINK_DATABASE__{missing[0].upper()} (deploy/local/stack.sh env)")
-    return {k: with_database(v.get_secret_value(), NAME) for k, v in found.items() if v is not None}
+    return {k: with_database(v.get_secret_value(), name) for k, v in found.items() if v is not None}
 
 
-def prepare(base: Settings, tenant_ids: list[str]) -> Settings:
+def prepare(base: Settings, tenant_ids: list[str], name: str = NAME) -> Settings:
     """Create (first time), migrate to head and register the tenants; settings pointing at it."""
     owner = base.database.owner_url
     assert owner is not None  # urls() checked
-    bench = urls(base)
+    bench = urls(base, name)
     with psycopg.connect(owner.get_secret_value(), autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (NAME,)).fetchone() is None:
-            conn.execute(f"CREATE DATABASE {NAME}")
-            conn.execute(f"REVOKE ALL ON DATABASE {NAME} FROM PUBLIC")
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f"CREATE DATABASE {name}")
+            conn.execute(f"REVOKE ALL ON DATABASE {name} FROM PUBLIC")
             conn.execute(
-                f"GRANT CONNECT ON DATABASE {NAME} TO {base.database.writer_role}, {base.database.reader_role}"
+                f"GRANT CONNECT ON DATABASE {name} TO {base.database.writer_role}, {base.database.reader_role}"
             )
     with psycopg.connect(bench["owner_url"], autocommit=True) as conn:
         conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")

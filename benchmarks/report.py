@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import statistics
 
 from benchmarks.bounds import Consumed, Written
 from benchmarks.e2e import Drained
 from benchmarks.latency import Latency
+from benchmarks.sidebyside import Round
 
 
 def line(name: str, value: str, detail: str = "") -> None:
@@ -56,3 +58,18 @@ def scaled(d: Drained, one: float | None) -> None:
     line("two sinks, one group", f"{d.rate:,.0f} rec/s", detail)
     if one is not None:
         line("    vs one sink", f"x{d.rate / one:.2f}")
+
+
+def side_by_side(n: int, r: Round) -> None:
+    first = "B" if r.b_first else "A"
+    detail = (
+        f"A {r.a.rate(r.seconds):,.0f}, B {r.b.rate(r.seconds):,.0f} rec/s over {r.seconds:.1f}s; sink CPU "
+        f"A {r.a.cpu_s_per_million:.1f}, B {r.b.cpu_s_per_million:.1f} s/M rec; {first} started first"
+    )
+    line(f"side by side, round {n}", f"B/A {r.ratio:.3f}", detail)
+
+
+def side_by_side_summary(ratios: list[float], b_env: dict[str, str]) -> None:
+    settings = " ".join(f"{k}={v}" for k, v in b_env.items())
+    spread = f"{min(ratios):.3f}-{max(ratios):.3f}"
+    line("    B/A over the rounds", spread, f"median {statistics.median(ratios):.3f}; B: {settings}")

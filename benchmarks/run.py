@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import benchdb, bounds, data, e2e, fill, latency, report
+from benchmarks import benchdb, bounds, data, e2e, fill, latency, report, sidebyside
 from benchmarks.report import line
 from benchmarks.sinkproc import machine_busy
 from mds_sink.config.settings import Settings, load_settings
@@ -28,7 +28,8 @@ from mds_sink.sink.gc_tuning import tune_for_throughput
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("bounds", "e2e", "latency", "scaleout")
 # `consume` is bound (1) alone: a quick look at the consumer side without the database writes.
-EXTRA_MODES = ("consume",)
+# `sidebyside`: two sinks at once, B with --b-env (benchmarks/sidebyside.py).
+EXTRA_MODES = ("consume", "sidebyside")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -51,6 +52,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="a setting for the sinks (and the bounds), e.g. MDS_SINK_BATCHING__MAX_ROWS=10000; repeatable",
     )
     p.add_argument(
+        "--b-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="sidebyside mode: a setting for sink B only, e.g. MDS_SINK_CONTINUITY__ENABLED=false; repeatable",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="sidebyside mode: rounds, alternating which starts first")
+    p.add_argument(
         "--durable",
         action="store_true",
         help="run against the server with fsync=on and synchronous_commit=on (as users run it), restored after; "
@@ -62,7 +71,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = set(args.modes.split(",")) - {*MODES, *EXTRA_MODES}
     if unknown:
         p.error(f"unknown mode(s) {', '.join(sorted(unknown))}")
+    if "sidebyside" in args.modes.split(",") and not args.b_env:
+        p.error("--modes sidebyside needs --b-env: what sink B does differently")
     return args
+
+
+def _settings_env(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("MDS_SINK_"):
+            raise SystemExit(f"--sink-env and --b-env want MDS_SINK_NAME=VALUE, got {item!r}")
+        out[name] = value
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,11 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    for item in args.sink_env:
-        name, sep, value = item.partition("=")
-        if not sep or not name.startswith("MDS_SINK_"):
-            raise SystemExit(f"--sink-env wants MDS_SINK_NAME=VALUE, got {item!r}")
-        os.environ[name] = value  # read by load_settings below and inherited by the sink processes
+    # Read by load_settings below and inherited by the sink processes.
+    os.environ.update(_settings_env(args.sink_env))
     modes = args.modes.split(",")
     shape = data.Shape(args.records, args.partitions, args.tenants, args.symbols, args.quote_share)
     tenant_ids = shape.tenant_ids()
@@ -142,6 +160,8 @@ def _run(args: argparse.Namespace) -> int:
         report.latency(measured)
     if "scaleout" in modes:
         _e2e(ctx, result, sinks=2)
+    if "sidebyside" in modes:
+        _side_by_side(ctx, result, b_env=_settings_env(args.b_env), rounds=args.rounds)
 
     path = RESULTS / f"{stamp}.json"
     path.write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -203,6 +223,19 @@ def _e2e(ctx: Context, result: dict[str, Any], *, sinks: int) -> None:
     else:
         result["scaleout"] = figures
         report.scaled(drained, result["e2e"]["rate"] if "e2e" in result else None)
+
+
+def _side_by_side(ctx: Context, result: dict[str, Any], *, b_env: dict[str, str], rounds: int) -> None:
+    b_settings = benchdb.prepare(load_settings(), ctx.tenant_ids, benchdb.SIDE_B)
+    b_urls = {f"MDS_SINK_DATABASE__{k.upper()}": v for k, v in benchdb.urls(b_settings, benchdb.SIDE_B).items()}
+    sides = {"A": (ctx.settings, ctx.sink_env), "B": (b_settings, {**ctx.sink_env, **b_urls, **b_env})}
+    done = []
+    for n in range(rounds):
+        r = sidebyside.compare(sides, ctx.ends, b_first=n % 2 == 1, log_dir=ctx.log_dir, timeout_s=ctx.timeout_s)
+        done.append(r)
+        report.side_by_side(n + 1, r)
+    result["sidebyside"] = {"b_env": b_env, "rounds": [{**asdict(r), "ratio": r.ratio} for r in done]}
+    report.side_by_side_summary([r.ratio for r in done], b_env)
 
 
 def idle_check(seconds: float = 2.0) -> float:

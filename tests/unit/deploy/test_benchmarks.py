@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from benchmarks import data
+from benchmarks.sidebyside import Round, Side
 from benchmarks.stats import Commit, commit_latencies, parse_stat_cpu, parse_status_kb, percentile
 from mds_sink.core.validate import TIMEFRAMES
 
@@ -68,3 +69,10 @@ def test_latency_is_the_first_poll_that_saw_the_record_committed() -> None:
     commits = [Commit(1300.0, 0, 2), Commit(1250.0, 1, 0), Commit(1600.0, 0, 3), Commit(1700.0, 0, 3)]
     # Partition 1 was seen at offset 0 only: nothing of it committed yet, so no latency for it.
     assert sorted(commit_latencies(produced, commits)) == [290.0, 300.0, 580.0]
+
+
+def test_side_by_side_compares_what_each_sink_committed_in_the_same_window() -> None:
+    r = Round(a=Side(records=400_000, cpu_s=8.0), b=Side(records=420_000, cpu_s=7.0), seconds=20.0, b_first=True)
+    assert r.ratio == 1.05
+    assert (r.a.rate(r.seconds), r.b.rate(r.seconds)) == (20_000.0, 21_000.0)
+    assert (r.a.cpu_s_per_million, r.b.cpu_s_per_million) == (20.0, 7.0 / 420_000 * 1e6)
