@@ -56,7 +56,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="sidebyside mode: a setting for sink B only, e.g. MDS_SINK_CONTINUITY__ENABLED=false; repeatable",
+        help="sidebyside mode: a setting for sink B only, e.g. MDS_SINK_CONTINUITY__ENABLED=false, or "
+        "PYTHONPATH=<another checkout>/src to run that code as B; repeatable",
     )
     p.add_argument("--rounds", type=int, default=3, help="sidebyside mode: rounds, alternating which starts first")
     p.add_argument(
@@ -76,12 +77,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _settings_env(items: list[str]) -> dict[str, str]:
+def _settings_env(items: list[str], *, code: bool = False) -> dict[str, str]:
+    """NAME=VALUE items as environment; `code`: PYTHONPATH too (sink B running another checkout)."""
     out: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or not name.startswith("MDS_SINK_"):
-            raise SystemExit(f"--sink-env and --b-env want MDS_SINK_NAME=VALUE, got {item!r}")
+        if not sep or not (name.startswith("MDS_SINK_") or (code and name == "PYTHONPATH")):
+            allowed = "MDS_SINK_NAME=VALUE or PYTHONPATH=DIR" if code else "MDS_SINK_NAME=VALUE"
+            raise SystemExit(f"want {allowed}, got {item!r}")
         out[name] = value
     return out
 
@@ -161,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
     if "scaleout" in modes:
         _e2e(ctx, result, sinks=2)
     if "sidebyside" in modes:
-        _side_by_side(ctx, result, b_env=_settings_env(args.b_env), rounds=args.rounds)
+        _side_by_side(ctx, result, b_env=_settings_env(args.b_env, code=True), rounds=args.rounds)
 
     path = RESULTS / f"{stamp}.json"
     path.write_text(json.dumps(result, indent=1, default=str) + "\n")
