@@ -80,6 +80,7 @@ class Rules:
     _vendors: dict[str, str] = field(default_factory=dict)
 
     def vendor(self, raw: Any) -> str:
+        """The vendor, one object per value (see _TIMEFRAME); a known one skips the pattern."""
         known = self._vendors.get(raw) if isinstance(raw, str) else None
         if known is not None:
             return known
