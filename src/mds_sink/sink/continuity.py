@@ -164,7 +164,7 @@ class Continuity:
                 for tenant, series in sorted(grouped.items()):
                     conn.execute(SET_TENANT, (tenant,))
                     statements = sql.lookup_statements(tenant, series)
-                    # Binary parameters: thousands of µs and names, parsed as text by the server otherwise.
+                    # The series travel packed, a string per column (db/gaps.py _packed).
                     cursors = [conn.execute(statement, params, binary=True) for statement, params in statements]
                     asked.append((tenant, series, cursors))
             found = [
