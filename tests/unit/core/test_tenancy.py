@@ -33,6 +33,13 @@ def test_a_key_names_a_tenant_only_through_an_id_in_its_first_field() -> None:
     assert key_tenant(b"good-1") is None
     assert key_tenant(None) is None
     assert key_tenant(b"x" * 36 + b"|v") is None
+    hex32 = A.replace("-", "")
+    # Only a first field of exactly 36 characters counts, whatever uuid.UUID would accept besides.
+    for key in (hex32.encode(), f"{hex32}|polygon".encode(), f"{{{A}}}|p".encode(), f"{A}x|p".encode()):
+        assert key_tenant(key) is None, key
+    assert key_tenant(f"{A[:8]}|{A[9:]}|p".encode()) is None  # a '|' inside the first 36 bytes
+    assert key_tenant(f"{A}|".encode()) == A
+    assert key_tenant(f"{A}|polygon|AAPL".encode()) is key_tenant(f"{A}|other".encode())  # parsed once
 
 
 def test_any_claim_of_another_tenant_is_a_mismatch() -> None:
