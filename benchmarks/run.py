@@ -72,8 +72,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = set(args.modes.split(",")) - {*MODES, *EXTRA_MODES}
     if unknown:
         p.error(f"unknown mode(s) {', '.join(sorted(unknown))}")
-    if "sidebyside" in args.modes.split(",") and not args.b_env:
-        p.error("--modes sidebyside needs --b-env: what sink B does differently")
+    if ("sidebyside" in args.modes.split(",")) != bool(args.b_env):
+        p.error("--modes sidebyside and --b-env go together: --b-env is what sink B does differently")
+    for flag, items, code in (("--sink-env", args.sink_env, False), ("--b-env", args.b_env, True)):
+        try:
+            _settings_env(items, code=code)
+        except ValueError as exc:
+            p.error(f"{flag}: {exc}")
     return args
 
 
@@ -84,7 +89,7 @@ def _settings_env(items: list[str], *, code: bool = False) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not (name.startswith("MDS_SINK_") or (code and name == "PYTHONPATH")):
             allowed = "MDS_SINK_NAME=VALUE or PYTHONPATH=DIR" if code else "MDS_SINK_NAME=VALUE"
-            raise SystemExit(f"want {allowed}, got {item!r}")
+            raise ValueError(f"wants {allowed}, got {item!r}")
         out[name] = value
     return out
 

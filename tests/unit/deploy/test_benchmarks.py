@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-from benchmarks import data
+import pytest
+
+from benchmarks import data, run
 from benchmarks.sidebyside import Round, Side
 from benchmarks.stats import Commit, commit_latencies, parse_stat_cpu, parse_status_kb, percentile
 from mds_sink.core.validate import TIMEFRAMES
@@ -76,3 +78,17 @@ def test_side_by_side_compares_what_each_sink_committed_in_the_same_window() -> 
     assert r.ratio == 1.05
     assert (r.a.rate(r.seconds), r.b.rate(r.seconds)) == (20_000.0, 21_000.0)
     assert (r.a.cpu_s_per_million, r.b.cpu_s_per_million) == (20.0, 7.0 / 420_000 * 1e6)
+
+
+def test_side_by_side_arguments_are_checked_before_anything_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, said in (
+        (["--modes", "sidebyside"], "go together"),
+        (["--modes", "e2e", "--b-env", "MDS_SINK_X=1"], "go together"),
+        (["--modes", "sidebyside", "--b-env", "X=1"], "--b-env: wants MDS_SINK_NAME=VALUE or PYTHONPATH=DIR"),
+        (["--sink-env", "FOO"], "--sink-env: wants MDS_SINK_NAME=VALUE, got 'FOO'"),
+    ):
+        with pytest.raises(SystemExit):
+            run.parse_args(argv)
+        assert said in capsys.readouterr().err
+    args = run.parse_args(["--modes", "sidebyside", "--b-env", "PYTHONPATH=/elsewhere/src"])
+    assert args.b_env == ["PYTHONPATH=/elsewhere/src"]
