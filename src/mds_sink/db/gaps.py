@@ -81,6 +81,9 @@ def _packed(values: Iterable[object]) -> str:
     return _SEP.join(map(str, values))
 
 
+_SERIES_UNPACKED = ", ".join(_unpacked(name) for name in ("vendors", "symbols", "timeframes"))
+
+
 # The bounds are computed once per series in a materialized CTE from µs (cheaper to send than
 # timestamps): its columns reach the probes as plain values, so their bounds are index conditions.
 _LAST = sql.SQL(
@@ -92,7 +95,7 @@ _LAST = sql.SQL(
         for n in range(LOOKUP_WINDOWS)
     )
     + " FROM unnest("
-    + ", ".join(_unpacked(name) for name in ("vendors", "symbols", "timeframes"))
+    + _SERIES_UNPACKED
     + ", "
     + ", ".join(_unpacked(name) + "::bigint[]" for name in ("before", "steps"))
     + ") AS u(vendor, symbol, timeframe, before, step)) "
@@ -112,9 +115,7 @@ _LAST = sql.SQL(
 _OPEN_OF = (
     "SELECT g.vendor, g.symbol, g.timeframe, " + _us("g.gap_from") + ", " + _us("g.gap_to") + ", g.missing_bars, "
     "g.remaining_bars, extract(epoch FROM g.opened_at)::float8, g.backfill_requested_at IS NOT NULL "
-    "FROM tenant_view.bar_gaps g JOIN unnest("
-    + ", ".join(_unpacked(name) for name in ("vendors", "symbols", "timeframes"))
-    + ") "
+    "FROM tenant_view.bar_gaps g JOIN unnest(" + _SERIES_UNPACKED + ") "
     "AS s(vendor, symbol, timeframe) ON g.vendor = s.vendor AND g.symbol = s.symbol AND g.timeframe = s.timeframe "
     "WHERE g.tenant_id = %(tenant)s AND g.closed_at IS NULL"
 )
@@ -207,12 +208,12 @@ def lookup_statements(tenant: str, oldest: Mapping[Series, int]) -> list[Stateme
     """Statements (under `tenant`'s context) whose rows `read_lookup` turns into a Lookup."""
     out: list[Statement] = []
     for table, keys in _by_table(oldest, lambda key: key[3]):
-        params = _columns(tenant, keys) | {
+        params = _arrays(tenant, keys, _packed) | {
             "before": _packed(oldest[k] for k in keys),
             "steps": _packed(step_us(k[3]) for k in keys),
         }
         out.append((_LAST.format(bars=_bars(table)), params))
-    out.append((sql.SQL(_OPEN_OF), _columns(tenant, list(oldest))))
+    out.append((sql.SQL(_OPEN_OF), _arrays(tenant, list(oldest), _packed)))
     return out
 
 
@@ -289,20 +290,11 @@ def request_params(
     }
 
 
-def _columns(tenant: str, keys: Sequence[Series]) -> dict[str, Any]:
-    """`_arrays` packed for `_unpacked`."""
+def _arrays(tenant: str, keys: Sequence[Series], column: Callable[[Iterable[str]], Any] = list) -> dict[str, Any]:
+    """The series' columns as parameters: arrays, or `_packed` strings for `_unpacked`."""
     return {
         "tenant": tenant,
-        "vendors": _packed(k[1] for k in keys),
-        "symbols": _packed(k[2] for k in keys),
-        "timeframes": _packed(k[3] for k in keys),
-    }
-
-
-def _arrays(tenant: str, keys: Sequence[Series]) -> dict[str, Any]:
-    return {
-        "tenant": tenant,
-        "vendors": [k[1] for k in keys],
-        "symbols": [k[2] for k in keys],
-        "timeframes": [k[3] for k in keys],
+        "vendors": column(k[1] for k in keys),
+        "symbols": column(k[2] for k in keys),
+        "timeframes": column(k[3] for k in keys),
     }
